@@ -1,0 +1,209 @@
+// Package config holds sluice's environment configuration: one struct read
+// with envconfig under the SLUICE_ prefix, a Validate that names the bad
+// variable, and the usage table that --help prints.
+//
+//	cfg, err := config.Load()
+//	if err != nil {
+//		return err // e.g. "SLUICE_MAX_IN_FLIGHT: must be positive, got 0"
+//	}
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Prefix is the environment prefix of every sluice variable.
+const Prefix = "SLUICE"
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Secret is a string that never prints: fmt, zerolog and JSON all see
+// "[redacted]". Use Reveal where the raw value is needed.
+type Secret string
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// MarshalText keeps the secret out of JSON and structured logs.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the raw secret.
+func (s Secret) Reveal() string { return string(s) }
+
+// Kafka is how sluice reaches the brokers and which topics it uses.
+type Kafka struct {
+	Brokers     []string `envconfig:"BROKERS" default:"localhost:9092" desc:"seed brokers, comma-separated"`
+	Group       string   `envconfig:"GROUP" default:"sluice" desc:"consumer group"`
+	InputTopic  string   `envconfig:"INPUT_TOPIC" default:"prompts" desc:"topic of prompt records"`
+	OutputTopic string   `envconfig:"OUTPUT_TOPIC" default:"completions" desc:"topic of result records"`
+	DLQTopic    string   `envconfig:"DLQ_TOPIC" default:"prompts.dlq" desc:"topic of dead letters (failed inputs, byte-for-byte)"`
+}
+
+// API is the OpenAI-compatible chat-completions endpoint.
+type API struct {
+	BaseURL        string        `envconfig:"API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
+	Key            Secret        `envconfig:"API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
+	Model          string        `envconfig:"MODEL" default:"grok-4" desc:"model used when a request names none"`
+	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
+	MaxAttempts    int           `envconfig:"MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
+	RetryBase      time.Duration `envconfig:"RETRY_BASE" default:"500ms" desc:"first retry backoff (exponential, jittered)"`
+	RetryMax       time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"cap of one retry backoff"`
+}
+
+// Limits bound how hard sluice drives the API and how much it buffers.
+type Limits struct {
+	MaxInFlight     int `envconfig:"MAX_IN_FLIGHT" default:"256" desc:"global cap on concurrent API calls across all partitions"`
+	RPM             int `envconfig:"RPM" default:"0" desc:"requests-per-minute budget, smoothed per second (0 = off)"`
+	PartitionWindow int `envconfig:"PARTITION_WINDOW" default:"1024" desc:"max uncommitted records per partition; fetching pauses when full"`
+}
+
+// Consume is the configuration of `sluice consume`.
+type Consume struct {
+	Kafka
+	API
+	Limits
+	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
+	CommitInterval time.Duration `envconfig:"COMMIT_INTERVAL" default:"1s" desc:"how often finished offsets are committed"`
+	DrainTimeout   time.Duration `envconfig:"DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
+	RevokeTimeout  time.Duration `envconfig:"REVOKE_TIMEOUT" default:"15s" desc:"on rebalance, how long a revoked partition's records may finish"`
+	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// LoadConsume reads the consume configuration from the environment and
+// validates it.
+func LoadConsume() (Consume, error) {
+	var c Consume
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if c.Key == "" {
+		c.Key = Secret(os.Getenv("XAI_API_KEY"))
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every field and names the first bad variable.
+func (c Consume) Validate() error {
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if err := c.API.Validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"COMMIT_INTERVAL", c.CommitInterval},
+		{"DRAIN_TIMEOUT", c.DrainTimeout},
+		{"REVOKE_TIMEOUT", c.RevokeTimeout},
+	} {
+		if d.v <= 0 {
+			return invalid(d.name, "must be a positive duration, got %s", d.v)
+		}
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return invalid("LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return nil
+}
+
+// Validate checks the Kafka settings.
+func (k Kafka) Validate() error {
+	if len(k.Brokers) == 0 {
+		return invalid("BROKERS", "must name at least one broker")
+	}
+	for _, b := range k.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return invalid("BROKERS", "has an empty entry")
+		}
+	}
+	for _, t := range []struct{ name, v string }{
+		{"GROUP", k.Group},
+		{"INPUT_TOPIC", k.InputTopic},
+		{"OUTPUT_TOPIC", k.OutputTopic},
+		{"DLQ_TOPIC", k.DLQTopic},
+	} {
+		if strings.TrimSpace(t.v) == "" {
+			return invalid(t.name, "must not be empty")
+		}
+	}
+	if k.InputTopic == k.OutputTopic || k.InputTopic == k.DLQTopic {
+		return invalid("INPUT_TOPIC", "must differ from SLUICE_OUTPUT_TOPIC and SLUICE_DLQ_TOPIC, got %q", k.InputTopic)
+	}
+	return nil
+}
+
+// Validate checks the API settings.
+func (a API) Validate() error {
+	u, err := url.Parse(a.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return invalid("API_BASE_URL", "must be an absolute http(s) URL, got %q", a.BaseURL)
+	}
+	if strings.TrimSpace(a.Model) == "" {
+		return invalid("MODEL", "must not be empty")
+	}
+	if a.RequestTimeout <= 0 {
+		return invalid("REQUEST_TIMEOUT", "must be a positive duration, got %s", a.RequestTimeout)
+	}
+	if a.MaxAttempts <= 0 {
+		return invalid("MAX_ATTEMPTS", "must be positive, got %d", a.MaxAttempts)
+	}
+	if a.RetryBase <= 0 || a.RetryMax < a.RetryBase {
+		return invalid("RETRY_BASE", "must be positive and at most SLUICE_RETRY_MAX, got %s", a.RetryBase)
+	}
+	return nil
+}
+
+// Validate checks the limits.
+func (l Limits) Validate() error {
+	if l.MaxInFlight <= 0 {
+		return invalid("MAX_IN_FLIGHT", "must be positive, got %d", l.MaxInFlight)
+	}
+	if l.RPM < 0 {
+		return invalid("RPM", "must be zero (off) or positive, got %d", l.RPM)
+	}
+	if l.PartitionWindow <= 0 {
+		return invalid("PARTITION_WINDOW", "must be positive, got %d", l.PartitionWindow)
+	}
+	return nil
+}
+
+func invalid(name, format string, args ...any) error {
+	return fmt.Errorf("%w: %s_%s: %s", ErrInvalid, Prefix, name, fmt.Sprintf(format, args...))
+}
+
+// Usage writes the table of environment variables of spec (a pointer to a
+// config struct) to w.
+func Usage(w io.Writer, spec any) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if err := envconfig.Usagef(Prefix, spec, tw, usageFormat); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+const usageFormat = `Environment:
+VARIABLE	DEFAULT	MEANING
+{{range .}}{{usage_key .}}	{{usage_default .}}	{{usage_description .}}
+{{end}}`

@@ -1,0 +1,102 @@
+// Package result defines the record contract that sluice publishes: the
+// result value (the OpenAI Batch output line plus where it came from) and the
+// error codes of failed records. The processor builds results, the producer
+// publishes them, and clients decode them; this package is what they share.
+//
+//	var r result.Result
+//	if err := json.Unmarshal(record.Value, &r); err != nil { ... }
+//	if r.Error != nil && r.Error.Code == result.CodeInvalidInput { ... }
+package result
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+)
+
+// Error codes of a failed record (Result.Error.Code).
+const (
+	// CodeInvalidInput: the record value is not a valid prompt; no API call.
+	CodeInvalidInput = "invalid_input"
+	// CodeUnsupportedURL: a Batch line names an endpoint other than chat completions.
+	CodeUnsupportedURL = "unsupported_url"
+	// CodeAPIError: the API answered with a non-retryable error; Response holds it.
+	CodeAPIError = "api_error"
+	// CodeTimeout: the last attempt timed out and no attempts were left.
+	CodeTimeout = "timeout"
+	// CodeRetriesExhausted: every attempt failed with a retryable error.
+	CodeRetriesExhausted = "retries_exhausted"
+	// CodeResultTooLarge: the API's answer does not fit in a Kafka record.
+	CodeResultTooLarge = "result_too_large"
+)
+
+// Headers added to a dead letter, beside the input's own headers.
+const (
+	HeaderErrorCode       = "sluice.error.code"
+	HeaderErrorMessage    = "sluice.error.message"
+	HeaderAttempts        = "sluice.attempts"
+	HeaderSourceTopic     = "sluice.source.topic"
+	HeaderSourcePartition = "sluice.source.partition"
+	HeaderSourceOffset    = "sluice.source.offset"
+	// HeaderCustomID is the record header consulted for custom_id when the
+	// value has none.
+	HeaderCustomID = "custom_id"
+)
+
+// Result is the value of a record on the output topic.
+type Result struct {
+	ID       string    `json:"id"`
+	CustomID string    `json:"custom_id"`
+	Response *Response `json:"response"`
+	Error    *Error    `json:"error"`
+	Source   Source    `json:"source"`
+	Attempts int       `json:"attempts"`
+	// LatencyMS is the time from the start of processing to the result,
+	// retries and backoff included.
+	LatencyMS int64 `json:"latency_ms"`
+}
+
+// Response is the API's answer: its status, request id and JSON body verbatim.
+type Response struct {
+	StatusCode int     `json:"status_code"`
+	RequestID  *string `json:"request_id"`
+	// Body is the API's JSON response, byte-for-byte; null when the body was
+	// not JSON.
+	Body json.RawMessage `json:"body"`
+}
+
+// Error says why a record failed.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Source locates the input record of a result.
+type Source struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// Failed reports whether the record failed (and so is dead-lettered).
+func (r *Result) Failed() bool { return r.Error != nil }
+
+// NewID returns a unique result id.
+func NewID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails.
+	return "res_" + hex.EncodeToString(b[:])
+}
+
+// Marshal encodes r without escaping <, > and & so the API's body reaches
+// readers as the API wrote it (only insignificant whitespace may differ).
+func (r *Result) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
