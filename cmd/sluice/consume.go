@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+	"github.com/twmb/franz-go/plugin/kzerolog"
+
+	"github.com/sluice-dev/sluice/consumer"
+	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/limiter"
+	"github.com/sluice-dev/sluice/internal/ops"
+	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/producer"
+)
+
+func runConsume(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: sluice consume\n\nConsumes prompt records, calls the API, publishes results. Configured by environment only.")
+		fmt.Fprintln(fs.Output())
+		_ = config.Usage(fs.Output(), &config.Consume{})
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.LoadConsume()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	return serve(ctx, cfg, log, pipelineOptions{})
+}
+
+// pipelineOptions are what the demo adds to a plain consume.
+type pipelineOptions struct {
+	kafkaOpts []kgo.Opt              // extra client options
+	observe   func(*result.Result)   // called for every published result
+	ready     func(*consumer.Consumer) // called once the member is consuming
+}
+
+// serve runs one consumer-group member until ctx is done: it wires
+// consumer -> processor -> producer, serves the ops endpoint, and on the way
+// out drains, commits and leaves the group.
+func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipelineOptions) error {
+	reg := prometheus.NewRegistry()
+	kmetrics := kprom.NewMetrics("sluice_kafka", kprom.Registry(reg))
+
+	apiClient, err := api.New(api.Config{
+		BaseURL:   cfg.BaseURL,
+		Key:       cfg.Key.Reveal,
+		MaxConns:  cfg.MaxInFlight,
+		UserAgent: "sluice/" + version,
+	})
+	if err != nil {
+		return err
+	}
+	lim := limiter.New(limiter.Config{MaxInFlight: cfg.MaxInFlight, RPM: cfg.RPM})
+	proc := processor.New(apiClient, lim, processor.Config{
+		DefaultModel:   cfg.Model,
+		RequestTimeout: cfg.RequestTimeout,
+		MaxAttempts:    cfg.MaxAttempts,
+		RetryBase:      cfg.RetryBase,
+		RetryMax:       cfg.RetryMax,
+	})
+	cons := consumer.New(consumer.Config{
+		Group:           cfg.Group,
+		Topic:           cfg.InputTopic,
+		PartitionWindow: cfg.PartitionWindow,
+		CommitInterval:  cfg.CommitInterval,
+		RevokeTimeout:   cfg.RevokeTimeout,
+		DrainTimeout:    cfg.DrainTimeout,
+	}, log)
+
+	kopts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.WithLogger(kzerolog.New(&log)),
+		kgo.WithHooks(kmetrics),
+		kgo.ClientID("sluice"),
+	}
+	kopts = append(kopts, cons.ClientOpts()...)
+	kopts = append(kopts, opt.kafkaOpts...)
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close() // leaves the group
+	if err := checkTopics(ctx, cl, cfg.Kafka); err != nil {
+		return err
+	}
+
+	if cfg.HTTPAddr != "" {
+		srv := ops.New(cfg.HTTPAddr, reg, cons.Ready)
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("%s_HTTP_ADDR: %w", config.Prefix, err)
+		}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error().Err(err).Msg("ops endpoint stopped")
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+
+	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
+	h := pipeline{proc: proc, pub: pub, observe: opt.observe}
+	if opt.ready != nil {
+		opt.ready(cons)
+	}
+	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
+		Int("max_in_flight", cfg.MaxInFlight).Int("rpm", cfg.RPM).Msg("starting")
+	return cons.Run(ctx, cl, h)
+}
+
+// pipeline is the one place where the three packages meet: a record from
+// the consumer is processed, and its result published; the consumer learns
+// through ack when the outputs are safely in Kafka.
+type pipeline struct {
+	proc    *processor.Processor
+	pub     *producer.Publisher
+	observe func(*result.Result)
+}
+
+func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) {
+	res, err := p.proc.Process(ctx, rec)
+	if err != nil {
+		ack(err)
+		return
+	}
+	p.pub.Publish(ctx, rec, res, func(err error) {
+		if err == nil && p.observe != nil {
+			p.observe(res)
+		}
+		ack(err)
+	})
+}
+
+// checkTopics fails fast, naming the variable, when a topic is missing or
+// the brokers cannot be reached.
+func checkTopics(ctx context.Context, cl *kgo.Client, k config.Kafka) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := cl.Ping(ctx); err != nil {
+		return fmt.Errorf("%s_BROKERS %s: cannot reach Kafka: %w", config.Prefix, strings.Join(k.Brokers, ","), err)
+	}
+	details, err := kadm.NewClient(cl).ListTopics(ctx, k.InputTopic, k.OutputTopic, k.DLQTopic)
+	if err != nil {
+		return fmt.Errorf("kafka: list topics: %w", err)
+	}
+	for _, t := range []struct{ name, topic string }{
+		{"INPUT_TOPIC", k.InputTopic}, {"OUTPUT_TOPIC", k.OutputTopic}, {"DLQ_TOPIC", k.DLQTopic},
+	} {
+		d, ok := details[t.topic]
+		if !ok || d.Err != nil {
+			cause := "does not exist"
+			if ok && d.Err != nil {
+				cause = d.Err.Error()
+			}
+			return fmt.Errorf("%s_%s: topic %q %s", config.Prefix, t.name, t.topic, cause)
+		}
+	}
+	return nil
+}
+
+// redactedURL drops any userinfo and query from u before it is logged.
+func redactedURL(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		rest := u[i+3:]
+		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
+			rest = rest[at+1:]
+		}
+		u = u[:i+3] + rest
+	}
+	if q := strings.IndexAny(u, "?#"); q >= 0 {
+		u = u[:q]
+	}
+	return u
+}
+
+// newLogger returns the JSON logger of a sluice process.
+func newLogger(level string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
+}

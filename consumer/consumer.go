@@ -1,0 +1,225 @@
+// Package consumer is the Kafka side of sluice consume: a consumer-group
+// member that hands each prompt record to a Handler with many records in
+// flight per partition, and commits an input offset only after the handler
+// acknowledged that record and every lower record of its partition
+// (at-least-once, Parallel Consumer style).
+//
+// Each partition holds a bounded window of dispatched records; when the
+// window and the queue behind it are full, fetching of that partition is
+// paused, so memory stays bounded whatever the backlog. On revocation a
+// partition stops dispatching, lets its records finish within
+// RevokeTimeout, commits what is contiguous-done and lets go; on shutdown
+// all partitions do the same within DrainTimeout.
+//
+//	c := consumer.New(consumer.Config{Topic: "prompts", ...}, log)
+//	cl, _ := kgo.NewClient(append(baseOpts, c.ClientOpts()...)...)
+//	err := c.Run(ctx, cl, handler) // returns after ctx is done and the drain ended
+//	cl.Close()            // leaves the group
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Handler processes one record. It must call ack exactly once: with nil
+// once the record's outputs are acknowledged by the brokers, or with an
+// error when they cannot be. When ctx ends the handler should give up
+// quickly and ack with an error; the record is then not committed and will
+// be processed again by the partition's next owner. Handle may return
+// before ack is called.
+type Handler interface {
+	Handle(ctx context.Context, rec *kgo.Record, ack func(error))
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, rec *kgo.Record, ack func(error))
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) {
+	f(ctx, rec, ack)
+}
+
+// Config tunes a Consumer.
+type Config struct {
+	Group string
+	Topic string
+	// PartitionWindow bounds the uncommitted records of one partition.
+	PartitionWindow int
+	// CommitInterval is the period of offset commits.
+	CommitInterval time.Duration
+	// RevokeTimeout bounds how long a revoked partition's records may
+	// finish before they are abandoned.
+	RevokeTimeout time.Duration
+	// DrainTimeout bounds the same on shutdown.
+	DrainTimeout time.Duration
+	// MaxPollRecords bounds one poll (default 1000).
+	MaxPollRecords int
+}
+
+// Consumer runs the group member. Create it with New, build the kgo client
+// with ClientOpts, then Run.
+type Consumer struct {
+	cfg     Config
+	handler Handler
+	log     zerolog.Logger
+
+	cl       *kgo.Client
+	workCtx  context.Context // handlers run under it; not canceled by Run's ctx
+	stopWork context.CancelFunc
+	handlers sync.WaitGroup // handler goroutines
+
+	mu    sync.Mutex
+	parts map[topicPartition]*partition
+
+	commitMu sync.Mutex // serializes commits with revocation
+
+	fatalMu    sync.Mutex // guards fatalErr and cancelPoll; taken after partition locks
+	fatalErr   error
+	cancelPoll context.CancelFunc
+	ready      atomic.Bool
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// New returns a Consumer; Run hands the records to a Handler.
+func New(cfg Config, log zerolog.Logger) *Consumer {
+	if cfg.MaxPollRecords <= 0 {
+		cfg.MaxPollRecords = 1000
+	}
+	cfg.PartitionWindow = max(cfg.PartitionWindow, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Consumer{
+		cfg:      cfg,
+		log:      log,
+		workCtx:  ctx,
+		stopWork: cancel,
+		parts:    make(map[topicPartition]*partition),
+	}
+}
+
+// ClientOpts are the kgo options the consumer needs: the group, the topic,
+// manual commits and the rebalance callbacks. Add the connection options.
+func (c *Consumer) ClientOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(c.cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.OnPartitionsAssigned(c.assigned),
+		kgo.OnPartitionsRevoked(c.revoked),
+		kgo.OnPartitionsLost(c.lost),
+	}
+}
+
+// Ready reports whether the member is consuming (for /readyz).
+func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// Run polls and dispatches to h until ctx is done or an output cannot be
+// written, then drains: stops dispatching, lets in-flight records finish
+// within DrainTimeout, commits, and returns. The caller closes cl
+// afterwards, which leaves the group. The error is nil after a clean drain.
+func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
+	c.cl, c.handler = cl, h
+	defer c.stopWork()
+
+	commitDone := make(chan struct{})
+	stopCommits := make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		c.commitLoop(stopCommits)
+	}()
+
+	pollCtx, cancelPoll := context.WithCancel(ctx)
+	defer cancelPoll()
+	c.fatalMu.Lock()
+	c.cancelPoll = cancelPoll
+	c.fatalMu.Unlock()
+
+	c.ready.Store(true)
+	c.log.Info().Str("group", c.cfg.Group).Str("topic", c.cfg.Topic).Msg("consuming")
+	c.poll(pollCtx)
+	c.ready.Store(false)
+
+	c.log.Info().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
+	close(stopCommits)
+	<-commitDone
+	c.mu.Lock()
+	all := make([]*partition, 0, len(c.parts))
+	for _, p := range c.parts {
+		all = append(all, p)
+	}
+	c.mu.Unlock()
+	c.release(all, c.cfg.DrainTimeout, true)
+	c.stopWork()
+	c.handlers.Wait()
+	c.log.Info().Msg("drained")
+	c.fatalMu.Lock()
+	defer c.fatalMu.Unlock()
+	return c.fatalErr
+}
+
+// poll fetches and dispatches until ctx is done (shutdown or a fatal error).
+func (c *Consumer) poll(ctx context.Context) {
+	for {
+		fetches := c.cl.PollRecords(ctx, c.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			c.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error")
+		})
+		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			if len(ftp.Records) == 0 {
+				return
+			}
+			c.mu.Lock()
+			p := c.parts[topicPartition{ftp.Topic, ftp.Partition}]
+			c.mu.Unlock()
+			if p != nil {
+				p.enqueue(ftp.Records)
+			}
+		})
+	}
+}
+
+// fail records the first fatal error and stops polling; Run returns it.
+func (c *Consumer) fail(err error) {
+	c.fatalMu.Lock()
+	defer c.fatalMu.Unlock()
+	if c.fatalErr != nil {
+		return
+	}
+	c.log.Error().Err(err).Msg("cannot write results; stopping")
+	c.fatalErr = fmt.Errorf("consumer: %w", err)
+	if c.cancelPoll != nil {
+		c.cancelPoll()
+	}
+}
+
+// Uncommitted returns the records held per partition (queued and in the
+// window), for metrics and tests.
+func (c *Consumer) Uncommitted() map[string]map[int32]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]map[int32]int)
+	for tp, p := range c.parts {
+		if out[tp.topic] == nil {
+			out[tp.topic] = make(map[int32]int)
+		}
+		out[tp.topic][tp.partition] = p.uncommitted()
+	}
+	return out
+}

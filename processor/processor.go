@@ -1,0 +1,172 @@
+// Package processor turns one prompt record into one result: it parses and
+// validates the record (internal/prompt), calls the chat-completions API
+// through the global limiter, retries what is worth retrying, and builds the
+// result record value (internal/result). It never touches Kafka offsets and
+// never fails on input: every record gets a result, unless the caller's
+// context ends first (then the record is abandoned and will be redone).
+//
+//	p := processor.New(client, lim, processor.Config{DefaultModel: "grok-4", MaxAttempts: 6, ...})
+//	res, err := p.Process(ctx, record) // err != nil only when ctx ended
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/limiter"
+	"github.com/sluice-dev/sluice/internal/prompt"
+	"github.com/sluice-dev/sluice/internal/result"
+)
+
+// ErrAbandoned is returned by Process when its context ended before the
+// record had a result. The record must not be committed.
+var ErrAbandoned = errors.New("processor: record abandoned")
+
+// Caller makes one chat-completions call. *api.Client implements it.
+type Caller interface {
+	Do(ctx context.Context, body []byte) (*api.Response, error)
+}
+
+// Config tunes a Processor.
+type Config struct {
+	// DefaultModel is used when a request names no model.
+	DefaultModel string
+	// RequestTimeout bounds one attempt.
+	RequestTimeout time.Duration
+	// MaxAttempts bounds the attempts per record (>= 1).
+	MaxAttempts int
+	// RetryBase and RetryMax shape the exponential, jittered backoff.
+	RetryBase, RetryMax time.Duration
+	// MaxValueBytes rejects larger input values (0 = no limit).
+	MaxValueBytes int
+}
+
+// Processor processes records; it is safe for concurrent use.
+type Processor struct {
+	api Caller
+	lim *limiter.Limiter
+	cfg Config
+	now func() time.Time
+}
+
+// New returns a Processor calling c under the limits of lim.
+func New(c Caller, lim *limiter.Limiter, cfg Config) *Processor {
+	cfg.MaxAttempts = max(cfg.MaxAttempts, 1)
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 500 * time.Millisecond
+	}
+	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryBase)
+	return &Processor{api: c, lim: lim, cfg: cfg, now: time.Now}
+}
+
+// Process returns the result of one record. The error is non-nil (and
+// wraps ErrAbandoned) only when ctx ended before the result was known.
+func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Result, error) {
+	start := p.now()
+	res := &result.Result{
+		ID:     result.NewID(),
+		Source: result.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset},
+	}
+	req, err := prompt.Parse(rec.Value, prompt.Options{
+		DefaultModel:  p.cfg.DefaultModel,
+		FallbackID:    fallbackID(rec),
+		MaxValueBytes: p.cfg.MaxValueBytes,
+	})
+	if err != nil {
+		res.CustomID = bestEffortID(rec)
+		code := result.CodeInvalidInput
+		if errors.Is(err, prompt.ErrUnsupportedURL) {
+			code = result.CodeUnsupportedURL
+		}
+		res.Error = &result.Error{Code: code, Message: err.Error()}
+		res.LatencyMS = p.now().Sub(start).Milliseconds()
+		return res, nil
+	}
+	res.CustomID = req.CustomID
+
+	resp, attempts, err := p.call(ctx, req.Body)
+	res.Attempts = attempts
+	res.LatencyMS = p.now().Sub(start).Milliseconds()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAbandoned, context.Cause(ctx))
+	}
+	if resp != nil {
+		res.Response = &result.Response{StatusCode: resp.StatusCode, Body: resp.JSONBody()}
+		if resp.RequestID != "" {
+			id := resp.RequestID
+			res.Response.RequestID = &id
+		}
+	}
+	if err != nil {
+		res.Error = classify(err)
+	}
+	return res, nil
+}
+
+// call makes up to MaxAttempts attempts, honouring Retry-After when the
+// API asks for a longer wait than the backoff would take.
+func (p *Processor) call(ctx context.Context, body []byte) (resp *api.Response, attempts int, err error) {
+	var hint time.Duration
+	err = retryDo(ctx, p.backoff(&hint), func(ctx context.Context) error {
+		attempts++
+		resp, err = p.attempt(ctx, body)
+		hint = api.RetryAfter(err)
+		return err
+	})
+	return resp, attempts, err
+}
+
+func (p *Processor) attempt(ctx context.Context, body []byte) (*api.Response, error) {
+	permit, err := p.lim.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer permit.Release()
+	actx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
+	defer cancel()
+	return p.api.Do(actx, body)
+}
+
+// classify names the failure of the last attempt.
+func classify(err error) *result.Error {
+	code := result.CodeAPIError
+	switch {
+	case errors.Is(err, api.ErrTimeout):
+		code = result.CodeTimeout
+	case api.Retryable(err):
+		code = result.CodeRetriesExhausted
+	}
+	return &result.Error{Code: code, Message: err.Error()}
+}
+
+// fallbackID is the custom_id of a record whose value names none: the
+// custom_id header, else <topic>-<partition>-<offset>.
+func fallbackID(rec *kgo.Record) string {
+	for _, h := range rec.Headers {
+		if h.Key == result.HeaderCustomID && len(h.Value) > 0 {
+			return string(h.Value)
+		}
+	}
+	return rec.Topic + "-" + strconv.Itoa(int(rec.Partition)) + "-" + strconv.FormatInt(rec.Offset, 10)
+}
+
+// bestEffortID finds the custom_id of an invalid record so its error result
+// can still be joined to the request.
+func bestEffortID(rec *kgo.Record) string {
+	var v struct {
+		CustomID any `json:"custom_id"`
+	}
+	if json.Unmarshal(rec.Value, &v) == nil {
+		if s, ok := v.CustomID.(string); ok && s != "" {
+			return s
+		}
+	}
+	return fallbackID(rec)
+}
