@@ -88,7 +88,7 @@ type testStack struct {
 	cfg     config.Consume
 }
 
-func newTestStack(t *testing.T, partitions int32) *testStack {
+func newTestStack(t testing.TB, partitions int32) *testStack {
 	t.Helper()
 	c, err := devkafka.Start(devkafka.Config{Partitions: partitions})
 	if err != nil {
@@ -117,7 +117,7 @@ func newTestStack(t *testing.T, partitions int32) *testStack {
 
 // member runs one consumer-group member until the returned stop is called;
 // stop waits for it to drain and returns its error.
-func (s *testStack) member(t *testing.T, opts ...kgo.Opt) (stop func() error) {
+func (s *testStack) member(t testing.TB, opts ...kgo.Opt) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -133,7 +133,7 @@ func (s *testStack) member(t *testing.T, opts ...kgo.Opt) (stop func() error) {
 	return stop
 }
 
-func (s *testStack) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+func (s *testStack) client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(s.cluster.ListenAddrs()...)}, opts...)...)
 	if err != nil {
@@ -143,7 +143,7 @@ func (s *testStack) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-func (s *testStack) produce(t *testing.T, recs ...*kgo.Record) {
+func (s *testStack) produce(t testing.TB, recs ...*kgo.Record) {
 	t.Helper()
 	cl := s.client(t)
 	for _, r := range recs {
@@ -155,7 +155,7 @@ func (s *testStack) produce(t *testing.T, recs ...*kgo.Record) {
 }
 
 // collect reads topic from the start until want records arrived.
-func (s *testStack) collect(t *testing.T, topic string, want int) []*kgo.Record {
+func (s *testStack) collect(t testing.TB, topic string, want int) []*kgo.Record {
 	t.Helper()
 	cl := s.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -172,7 +172,7 @@ func (s *testStack) collect(t *testing.T, topic string, want int) []*kgo.Record 
 }
 
 // committed returns the group's committed offsets of the input topic.
-func (s *testStack) committed(t *testing.T) map[int32]int64 {
+func (s *testStack) committed(t testing.TB) map[int32]int64 {
 	t.Helper()
 	adm := kadm.NewClient(s.client(t))
 	offs, err := adm.FetchOffsets(context.Background(), s.cfg.Group)
@@ -188,7 +188,7 @@ func (s *testStack) committed(t *testing.T) map[int32]int64 {
 	return out
 }
 
-func decodeResults(t *testing.T, recs []*kgo.Record) map[string]result.Result {
+func decodeResults(t testing.TB, recs []*kgo.Record) map[string]result.Result {
 	t.Helper()
 	out := map[string]result.Result{}
 	for _, r := range recs {
