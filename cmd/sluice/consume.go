@@ -48,8 +48,8 @@ func runConsume(ctx context.Context, args []string) error {
 
 // pipelineOptions are what the demo adds to a plain consume.
 type pipelineOptions struct {
-	kafkaOpts []kgo.Opt              // extra client options
-	observe   func(*result.Result)   // called for every published result
+	kafkaOpts []kgo.Opt                // extra client options
+	observe   func(*result.Result)     // called for every published result
 	ready     func(*consumer.Consumer) // called once the member is consuming
 }
 

@@ -1,8 +1,374 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/term"
+
+	"github.com/sluice-dev/sluice/consumer"
+	"github.com/sluice-dev/sluice/examples"
+	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/devkafka"
+	"github.com/sluice-dev/sluice/internal/mockapi"
+	"github.com/sluice-dev/sluice/internal/result"
 )
 
-func runDemo(ctx context.Context, args []string) error { return errors.New("demo: not yet") }
+func runDemo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	out := fs.String("out", "demo-results.jsonl", "where to write the results (OpenAI Batch output JSONL)")
+	in := fs.String("prompts", "", "JSONL file of prompts (default: the bundled examples/prompts.jsonl)")
+	real := fs.Bool("real", false, "call the real API (SLUICE_API_BASE_URL, default xAI) with XAI_API_KEY instead of the simulator")
+	partitions := fs.Int("partitions", 4, "partitions of the embedded topics")
+	inFlight := fs.Int("max-in-flight", 32, "SLUICE_MAX_IN_FLIGHT of the demo consumer")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: sluice demo [flags]\n\nRuns the whole pipeline in one process, with no network: an embedded Kafka\n(kfake), the API simulator (or the real API with --real), the bundled prompts,\none consumer, a live progress line and a summary.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lines := examples.Prompts
+	if *in != "" {
+		b, err := os.ReadFile(*in)
+		if err != nil {
+			return err
+		}
+		lines = b
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	return demo(ctx, demoOptions{
+		prompts: lines, out: *out, real: *real, partitions: int32(*partitions), inFlight: *inFlight,
+		progress: os.Stderr, summary: os.Stdout,
+	})
+}
+
+type demoOptions struct {
+	prompts    []byte
+	out        string
+	real       bool
+	partitions int32
+	inFlight   int
+	progress   io.Writer
+	summary    io.Writer
+}
+
+// demo runs: embedded Kafka + API (simulated or real) + the prompts +
+// one consumer member, then prints a summary and writes the results.
+func demo(ctx context.Context, o demoOptions) error {
+	cluster, err := devkafka.Start(devkafka.Config{Partitions: o.partitions})
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+
+	cfg := config.Consume{
+		Kafka:          config.Kafka{Brokers: cluster.ListenAddrs(), Group: "sluice-demo", InputTopic: "prompts", OutputTopic: "completions", DLQTopic: "prompts.dlq"},
+		API:            config.API{Model: "grok-4", RequestTimeout: 30 * time.Second, MaxAttempts: 6, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second},
+		Limits:         config.Limits{MaxInFlight: o.inFlight, PartitionWindow: 1024},
+		CommitInterval: 200 * time.Millisecond,
+		DrainTimeout:   5 * time.Second,
+		RevokeTimeout:  5 * time.Second,
+		LogLevel:       "warn",
+	}
+	if o.real {
+		env, err := config.LoadConsume()
+		if err != nil {
+			return err
+		}
+		if env.Key == "" {
+			return errors.New("demo --real needs XAI_API_KEY (or SLUICE_API_KEY)")
+		}
+		cfg.API = env.API
+	} else {
+		url, stop, err := startMockAPI()
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg.BaseURL = url
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	total, err := produceLines(ctx, cfg.Brokers, cfg.InputTopic, o.prompts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.progress, "sluice demo: %d prompts on an embedded Kafka (%d partitions), API %s\n",
+		total, o.partitions, map[bool]string{true: redactedURL(cfg.BaseURL), false: "simulator (latency, 5xx and 429 faults)"}[o.real])
+
+	tally := newTally(total)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		log := zerolog.New(o.progress).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+		done <- serve(runCtx, cfg, log, pipelineOptions{observe: tally.add, ready: func(*consumer.Consumer) {}})
+	}()
+
+	bar := newProgress(o.progress, total)
+	tick := time.NewTicker(bar.period())
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-tally.complete:
+			break wait
+		case err := <-done:
+			return fmt.Errorf("consumer stopped early: %w", err)
+		case <-ctx.Done():
+			stopRun()
+			<-done
+			return fmt.Errorf("demo: %d of %d results after %s: %w", tally.count(), total, time.Since(start).Round(time.Millisecond), ctx.Err())
+		case <-tick.C:
+			bar.draw(tally.count(), time.Since(start))
+		}
+	}
+	elapsed := time.Since(start)
+	bar.draw(total, elapsed)
+	bar.finish()
+	stopRun()
+	if err := <-done; err != nil {
+		return err
+	}
+	if err := writeResults(o.out, tally.sorted()); err != nil {
+		return err
+	}
+	tally.summary(o.summary, elapsed, o.out)
+	return nil
+}
+
+// startMockAPI serves the simulator on a loopback port with hosted-API-like
+// latency and a few faults, so the demo shows retries.
+func startMockAPI() (baseURL string, stop func(), err error) {
+	mock := mockapi.New(mockapi.Config{
+		Latency: 300 * time.Millisecond, Jitter: 200 * time.Millisecond,
+		Fail5xx: 0.05, Overload429: 0.05, Malformed: 0.02,
+		Models: mockapi.DefaultModels,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("mock API: %w", err)
+	}
+	srv := &http.Server{Handler: mock, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/v1", func() {
+		mock.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// produceLines produces every non-empty line as one record, keyed by its
+// custom_id when it has one; invalid lines are produced too, to show how
+// they are answered.
+func produceLines(ctx context.Context, brokers []string, topic string, data []byte) (int, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var id struct {
+			CustomID string `json:"custom_id"`
+		}
+		_ = json.Unmarshal(line, &id)
+		recs = append(recs, &kgo.Record{Key: []byte(id.CustomID), Value: slices.Clone(line)})
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return 0, fmt.Errorf("produce prompts: %w", err)
+	}
+	return len(recs), nil
+}
+
+// tally gathers the demo's results as they are published.
+type tally struct {
+	mu       sync.Mutex
+	total    int
+	results  map[string]*result.Result // by source position, first wins
+	complete chan struct{}
+}
+
+func newTally(total int) *tally {
+	return &tally{total: total, results: map[string]*result.Result{}, complete: make(chan struct{})}
+}
+
+func (t *tally) add(r *result.Result) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := fmt.Sprintf("%d/%d", r.Source.Partition, r.Source.Offset)
+	if _, dup := t.results[k]; dup {
+		return
+	}
+	t.results[k] = r
+	if len(t.results) == t.total {
+		close(t.complete)
+	}
+}
+
+func (t *tally) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.results)
+}
+
+// sorted returns the results in custom_id order.
+func (t *tally) sorted() []*result.Result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*result.Result, 0, len(t.results))
+	for _, r := range t.results {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CustomID < out[j].CustomID })
+	return out
+}
+
+func (t *tally) summary(w io.Writer, elapsed time.Duration, out string) {
+	rs := t.sorted()
+	var ok, failed, retries, prompt, completion, reasoning int
+	codes := map[string]int{}
+	lat := make([]int64, 0, len(rs))
+	for _, r := range rs {
+		retries += max(r.Attempts-1, 0)
+		lat = append(lat, r.LatencyMS)
+		if r.Failed() {
+			failed++
+			codes[r.Error.Code]++
+			continue
+		}
+		ok++
+		var body struct {
+			Usage struct {
+				Prompt     int `json:"prompt_tokens"`
+				Completion int `json:"completion_tokens"`
+				Details    struct {
+					Reasoning int `json:"reasoning_tokens"`
+				} `json:"completion_tokens_details"`
+			} `json:"usage"`
+		}
+		if r.Response != nil && json.Unmarshal(r.Response.Body, &body) == nil {
+			prompt += body.Usage.Prompt
+			completion += body.Usage.Completion
+			reasoning += body.Usage.Details.Reasoning
+		}
+	}
+	slices.Sort(lat)
+	var codeList []string
+	for c, n := range codes {
+		codeList = append(codeList, fmt.Sprintf("%s=%d", c, n))
+	}
+	sort.Strings(codeList)
+	fmt.Fprintf(w, "\nsluice demo: %d results in %s (%.1f/s)\n", len(rs), elapsed.Round(time.Millisecond), float64(len(rs))/elapsed.Seconds())
+	fmt.Fprintf(w, "  ok              %d\n", ok)
+	fmt.Fprintf(w, "  failed          %d  %s\n", failed, strings.Join(codeList, " "))
+	fmt.Fprintf(w, "  dead-lettered   %d  (topic prompts.dlq, input bytes kept)\n", failed)
+	fmt.Fprintf(w, "  retries         %d\n", retries)
+	fmt.Fprintf(w, "  latency         p50 %dms  p99 %dms\n", percentile(lat, 50), percentile(lat, 99))
+	fmt.Fprintf(w, "  tokens          prompt %d  completion %d  reasoning %d\n", prompt, completion, reasoning)
+	fmt.Fprintf(w, "  results         %s\n", out)
+}
+
+// percentile of sorted values (nearest rank).
+func percentile(sorted []int64, p int) int64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (p*len(sorted) + 99) / 100
+	return sorted[min(max(i-1, 0), len(sorted)-1)]
+}
+
+func writeResults(path string, rs []*result.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, r := range rs {
+		b, err := r.Marshal()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		w.Write(b)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// progress draws a bar with rate and ETA on a terminal, or a plain line
+// every few seconds elsewhere (CI logs, pipes).
+type progress struct {
+	w     io.Writer
+	total int
+	tty   bool
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, total: total, tty: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+func (p *progress) period() time.Duration {
+	if p.tty {
+		return 100 * time.Millisecond
+	}
+	return 2 * time.Second
+}
+
+func (p *progress) draw(n int, elapsed time.Duration) {
+	rate := float64(n) / max(elapsed.Seconds(), 1e-3)
+	eta := "?"
+	if rate > 0 {
+		eta = (time.Duration(float64(p.total-n) / rate * float64(time.Second))).Round(100 * time.Millisecond).String()
+	}
+	if !p.tty {
+		fmt.Fprintf(p.w, "progress: %d/%d results, %.1f/s, eta %s\n", n, p.total, rate, eta)
+		return
+	}
+	const width = 30
+	filled := width * n / max(p.total, 1)
+	fmt.Fprintf(p.w, "\r[%s%s] %d/%d  %.1f/s  eta %s   ", strings.Repeat("█", filled), strings.Repeat("·", width-filled), n, p.total, rate, eta)
+}
+
+func (p *progress) finish() {
+	if p.tty {
+		fmt.Fprintln(p.w)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sluice-dev/sluice/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -77,4 +79,6 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintln(w, "\nsluice consume is configured by environment:")
+	_ = config.Usage(w, &config.Consume{})
 }

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/examples"
+	"github.com/sluice-dev/sluice/internal/result"
+)
+
+// TestDemo runs the README's first command in-process: every bundled
+// prompt gets exactly one result, the invalid ones with an error code.
+func TestDemo(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "results.jsonl")
+	var progress, summary bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := demo(ctx, demoOptions{prompts: examples.Prompts, out: out, partitions: 4, inFlight: 32, progress: &progress, summary: &summary})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, progress.String())
+	}
+	want := bytes.Count(bytes.TrimSpace(examples.Prompts), []byte("\n")) + 1
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ids := map[string]bool{}
+	failed := map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r result.Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("bad line %q: %v", sc.Text(), err)
+		}
+		if ids[r.CustomID] {
+			t.Errorf("duplicate %s", r.CustomID)
+		}
+		ids[r.CustomID] = true
+		if r.Error != nil {
+			failed[r.CustomID] = r.Error.Code
+		}
+	}
+	if len(ids) != want {
+		t.Fatalf("%d results, want %d", len(ids), want)
+	}
+	// The line that is not JSON has no readable custom_id: its result is
+	// named after its position, prompts-<partition>-<offset>.
+	var unreadable string
+	for id := range ids {
+		if strings.HasPrefix(id, "prompts-") {
+			unreadable = id
+		}
+	}
+	wantFailed := map[string]string{unreadable: result.CodeInvalidInput, "demo-no-messages": result.CodeInvalidInput, "demo-embeddings": result.CodeUnsupportedURL}
+	for id, code := range wantFailed {
+		if failed[id] != code {
+			t.Errorf("%s: code %q, want %q", id, failed[id], code)
+		}
+	}
+	if len(failed) != len(wantFailed) {
+		t.Errorf("failed = %v, want only %v", failed, wantFailed)
+	}
+	for _, s := range []string{"ok ", "failed ", "dead-lettered ", "retries ", "p50 ", "p99 ", "tokens "} {
+		if !strings.Contains(summary.String(), s) {
+			t.Errorf("summary lacks %q:\n%s", s, summary.String())
+		}
+	}
+}
