@@ -114,7 +114,8 @@ func (c *Client) Do(ctx context.Context, body []byte) (*Response, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
-	if k := c.key(); k != "" {
+	k := c.key()
+	if k != "" {
 		req.Header.Set("Authorization", "Bearer "+k)
 	}
 	hr, err := c.hc.Do(req)
@@ -136,7 +137,15 @@ func (c *Client) Do(ctx context.Context, body []byte) (*Response, error) {
 		return resp, fmt.Errorf("%w: body exceeds %d bytes", ErrMalformed, MaxResponseBytes)
 	}
 	if hr.StatusCode < 200 || hr.StatusCode > 299 {
-		return resp, newStatusError(resp, time.Now())
+		se := newStatusError(resp, time.Now())
+		if k != "" {
+			// Some gateways echo the key; the error text is logged and
+			// published, so it must never carry it.
+			se.Type = strings.ReplaceAll(se.Type, k, "[redacted]")
+			se.Code = strings.ReplaceAll(se.Code, k, "[redacted]")
+			se.Message = strings.ReplaceAll(se.Message, k, "[redacted]")
+		}
+		return resp, se
 	}
 	if !json.Valid(b) {
 		return resp, fmt.Errorf("%w: status %d with a body that is not JSON", ErrMalformed, hr.StatusCode)

@@ -21,7 +21,8 @@ import (
 	"github.com/kelseyhightower/envconfig"
 )
 
-// Prefix is the environment prefix of every sluice variable.
+// Prefix is the environment prefix of every sluice variable (the struct
+// tags spell the full names).
 const Prefix = "SLUICE"
 
 // ErrInvalid is wrapped by every validation error.
@@ -39,6 +40,9 @@ func (s Secret) String() string {
 	return "[redacted]"
 }
 
+// GoString keeps the secret out of %#v.
+func (s Secret) GoString() string { return s.String() }
+
 // MarshalText keeps the secret out of JSON and structured logs.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
@@ -47,29 +51,32 @@ func (s Secret) Reveal() string { return string(s) }
 
 // Kafka is how sluice reaches the brokers and which topics it uses.
 type Kafka struct {
-	Brokers     []string `envconfig:"BROKERS" default:"localhost:9092" desc:"seed brokers, comma-separated"`
-	Group       string   `envconfig:"GROUP" default:"sluice" desc:"consumer group"`
-	InputTopic  string   `envconfig:"INPUT_TOPIC" default:"prompts" desc:"topic of prompt records"`
-	OutputTopic string   `envconfig:"OUTPUT_TOPIC" default:"completions" desc:"topic of result records"`
-	DLQTopic    string   `envconfig:"DLQ_TOPIC" default:"prompts.dlq" desc:"topic of dead letters (failed inputs, byte-for-byte)"`
+	Brokers     []string `envconfig:"SLUICE_BROKERS" default:"localhost:9092" desc:"seed brokers, comma-separated"`
+	Group       string   `envconfig:"SLUICE_GROUP" default:"sluice" desc:"consumer group"`
+	InputTopic  string   `envconfig:"SLUICE_INPUT_TOPIC" default:"prompts" desc:"topic of prompt records"`
+	OutputTopic string   `envconfig:"SLUICE_OUTPUT_TOPIC" default:"completions" desc:"topic of result records"`
+	DLQTopic    string   `envconfig:"SLUICE_DLQ_TOPIC" default:"prompts.dlq" desc:"topic of dead letters (failed inputs, byte-for-byte)"`
+	// SessionTimeout is how long the group waits for a silent member
+	// (killed, partitioned) before giving its partitions to others.
+	SessionTimeout time.Duration `envconfig:"SLUICE_SESSION_TIMEOUT" default:"45s" desc:"how long the group waits for a silent (crashed) member before moving its partitions"`
 }
 
 // API is the OpenAI-compatible chat-completions endpoint.
 type API struct {
-	BaseURL        string        `envconfig:"API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
-	Key            Secret        `envconfig:"API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
-	Model          string        `envconfig:"MODEL" default:"grok-4" desc:"model used when a request names none"`
-	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
-	MaxAttempts    int           `envconfig:"MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
-	RetryBase      time.Duration `envconfig:"RETRY_BASE" default:"500ms" desc:"first retry backoff (exponential, jittered)"`
-	RetryMax       time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"cap of one retry backoff"`
+	BaseURL        string        `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
+	Key            Secret        `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
+	Model          string        `envconfig:"SLUICE_MODEL" default:"grok-4" desc:"model used when a request names none"`
+	RequestTimeout time.Duration `envconfig:"SLUICE_REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
+	MaxAttempts    int           `envconfig:"SLUICE_MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
+	RetryBase      time.Duration `envconfig:"SLUICE_RETRY_BASE" default:"500ms" desc:"first retry backoff (exponential, jittered)"`
+	RetryMax       time.Duration `envconfig:"SLUICE_RETRY_MAX" default:"30s" desc:"cap of one retry backoff"`
 }
 
 // Limits bound how hard sluice drives the API and how much it buffers.
 type Limits struct {
-	MaxInFlight     int `envconfig:"MAX_IN_FLIGHT" default:"256" desc:"global cap on concurrent API calls across all partitions"`
-	RPM             int `envconfig:"RPM" default:"0" desc:"requests-per-minute budget, smoothed per second (0 = off)"`
-	PartitionWindow int `envconfig:"PARTITION_WINDOW" default:"1024" desc:"max uncommitted records per partition; fetching pauses when full"`
+	MaxInFlight     int `envconfig:"SLUICE_MAX_IN_FLIGHT" default:"256" desc:"global cap on concurrent API calls across all partitions"`
+	RPM             int `envconfig:"SLUICE_RPM" default:"0" desc:"requests-per-minute budget, smoothed per second (0 = off)"`
+	PartitionWindow int `envconfig:"SLUICE_PARTITION_WINDOW" default:"1024" desc:"max uncommitted records per partition; fetching pauses when full"`
 }
 
 // Consume is the configuration of `sluice consume`.
@@ -77,18 +84,21 @@ type Consume struct {
 	Kafka
 	API
 	Limits
-	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
-	CommitInterval time.Duration `envconfig:"COMMIT_INTERVAL" default:"1s" desc:"how often finished offsets are committed"`
-	DrainTimeout   time.Duration `envconfig:"DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
-	RevokeTimeout  time.Duration `envconfig:"REVOKE_TIMEOUT" default:"15s" desc:"on rebalance, how long a revoked partition's records may finish"`
-	LogLevel       string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	HTTPAddr       string        `envconfig:"SLUICE_HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
+	CommitInterval time.Duration `envconfig:"SLUICE_COMMIT_INTERVAL" default:"1s" desc:"how often finished offsets are committed"`
+	DrainTimeout   time.Duration `envconfig:"SLUICE_DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
+	RevokeTimeout  time.Duration `envconfig:"SLUICE_REVOKE_TIMEOUT" default:"15s" desc:"on rebalance, how long a revoked partition's records may finish"`
+	LogLevel       string        `envconfig:"SLUICE_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
 
 // LoadConsume reads the consume configuration from the environment and
 // validates it.
 func LoadConsume() (Consume, error) {
 	var c Consume
-	if err := envconfig.Process(Prefix, &c); err != nil {
+	// Full names in the tags and an empty prefix: envconfig otherwise
+	// falls back to the unprefixed name, and an unrelated API_KEY or
+	// MODEL in the environment would be used.
+	if err := envconfig.Process("", &c); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if c.Key == "" {
@@ -148,6 +158,9 @@ func (k Kafka) Validate() error {
 			return invalid(t.name, "must not be empty")
 		}
 	}
+	if k.SessionTimeout < 0 {
+		return invalid("SESSION_TIMEOUT", "must not be negative, got %s", k.SessionTimeout)
+	}
 	if k.InputTopic == k.OutputTopic || k.InputTopic == k.DLQTopic {
 		return invalid("INPUT_TOPIC", "must differ from SLUICE_OUTPUT_TOPIC and SLUICE_DLQ_TOPIC, got %q", k.InputTopic)
 	}
@@ -197,7 +210,7 @@ func invalid(name, format string, args ...any) error {
 // config struct) to w.
 func Usage(w io.Writer, spec any) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if err := envconfig.Usagef(Prefix, spec, tw, usageFormat); err != nil {
+	if err := envconfig.Usagef("", spec, tw, usageFormat); err != nil {
 		return err
 	}
 	return tw.Flush()

@@ -1,0 +1,298 @@
+package config_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/internal/config"
+)
+
+// names lists the envconfig names (without prefix) of every field of the
+// struct type t, embedded structs included.
+func names(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			out = append(out, names(f.Type)...)
+			continue
+		}
+		if n := f.Tag.Get("envconfig"); n != "" {
+			out = append(out, strings.TrimPrefix(n, config.Prefix+"_"))
+		}
+	}
+	return out
+}
+
+// allNames is every variable of `sluice consume`. It is spelled out so the
+// test fails if the reflection above ever finds nothing.
+var allNames = []string{
+	"BROKERS", "GROUP", "INPUT_TOPIC", "OUTPUT_TOPIC", "DLQ_TOPIC", "SESSION_TIMEOUT",
+	"API_BASE_URL", "API_KEY", "MODEL", "REQUEST_TIMEOUT", "MAX_ATTEMPTS", "RETRY_BASE", "RETRY_MAX",
+	"MAX_IN_FLIGHT", "RPM", "PARTITION_WINDOW",
+	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "REVOKE_TIMEOUT", "LOG_LEVEL",
+}
+
+// clearEnv unsets every variable LoadConsume may read, and their unprefixed
+// twins (which it must ignore), restoring them after t.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	vars := []string{"XAI_API_KEY"}
+	for _, n := range append(slices.Clone(allNames), names(reflect.TypeFor[config.Consume]())...) {
+		vars = append(vars, config.Prefix+"_"+n, n)
+	}
+	for _, v := range vars {
+		t.Setenv(v, "") // registers the restore
+		if err := os.Unsetenv(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestUnprefixedNamesIgnored: an unrelated API_KEY or MODEL in the
+// environment must never be picked up (envconfig's fallback for tags).
+func TestUnprefixedNamesIgnored(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("API_KEY", "not-ours")
+	t.Setenv("MODEL", "not-ours")
+	t.Setenv("MAX_IN_FLIGHT", "0")
+	c, err := config.LoadConsume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Key.Reveal() != "" || c.Model != "grok-4" || c.MaxInFlight != 256 {
+		t.Fatalf("unprefixed variables were read: key=%q model=%q max_in_flight=%d", c.Key.Reveal(), c.Model, c.MaxInFlight)
+	}
+}
+
+func TestNamesMatchStruct(t *testing.T) {
+	got := names(reflect.TypeFor[config.Consume]())
+	slices.Sort(got)
+	want := slices.Clone(allNames)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Consume variables = %v, want %v (update allNames)", got, want)
+	}
+}
+
+func TestLoadConsumeDefaults(t *testing.T) {
+	clearEnv(t)
+	c, err := config.LoadConsume()
+	if err != nil {
+		t.Fatalf("LoadConsume with an empty environment: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"SLUICE_BROKERS", c.Brokers, []string{"localhost:9092"}},
+		{"SLUICE_GROUP", c.Group, "sluice"},
+		{"SLUICE_INPUT_TOPIC", c.InputTopic, "prompts"},
+		{"SLUICE_OUTPUT_TOPIC", c.OutputTopic, "completions"},
+		{"SLUICE_DLQ_TOPIC", c.DLQTopic, "prompts.dlq"},
+		{"SLUICE_API_BASE_URL", c.BaseURL, "https://api.x.ai/v1"},
+		{"SLUICE_API_KEY", c.Key.Reveal(), ""},
+		{"SLUICE_MODEL", c.Model, "grok-4"},
+		{"SLUICE_MAX_IN_FLIGHT", c.MaxInFlight, 256},
+		{"SLUICE_RPM", c.RPM, 0},
+		{"SLUICE_REQUEST_TIMEOUT", c.RequestTimeout, 120 * time.Second},
+		{"SLUICE_MAX_ATTEMPTS", c.MaxAttempts, 6},
+		{"SLUICE_RETRY_BASE", c.RetryBase, 500 * time.Millisecond},
+		{"SLUICE_RETRY_MAX", c.RetryMax, 30 * time.Second},
+		{"SLUICE_PARTITION_WINDOW", c.PartitionWindow, 1024},
+		{"SLUICE_HTTP_ADDR", c.HTTPAddr, ":8080"},
+		{"SLUICE_COMMIT_INTERVAL", c.CommitInterval, time.Second},
+		{"SLUICE_DRAIN_TIMEOUT", c.DrainTimeout, 25 * time.Second},
+		{"SLUICE_REVOKE_TIMEOUT", c.RevokeTimeout, 15 * time.Second},
+		{"SLUICE_LOG_LEVEL", c.LogLevel, "info"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tc.got, tc.want) {
+				t.Errorf("%s default = %#v, want %#v", tc.name, tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadConsumeOverrides(t *testing.T) {
+	clearEnv(t)
+	for k, v := range map[string]string{
+		"SLUICE_BROKERS":         "k1:9092,k2:9092",
+		"SLUICE_OUTPUT_TOPIC":    "out",
+		"SLUICE_API_BASE_URL":    "http://127.0.0.1:8000/v1/",
+		"SLUICE_MAX_IN_FLIGHT":   "8",
+		"SLUICE_RPM":             "600",
+		"SLUICE_REQUEST_TIMEOUT": "1500ms",
+		"SLUICE_LOG_LEVEL":       "DEBUG",
+		"SLUICE_HTTP_ADDR":       "",
+	} {
+		t.Setenv(k, v)
+	}
+	c, err := config.LoadConsume()
+	if err != nil {
+		t.Fatalf("LoadConsume: %v", err)
+	}
+	if !slices.Equal(c.Brokers, []string{"k1:9092", "k2:9092"}) || c.OutputTopic != "out" ||
+		c.BaseURL != "http://127.0.0.1:8000/v1/" || c.MaxInFlight != 8 || c.RPM != 600 ||
+		c.RequestTimeout != 1500*time.Millisecond || c.LogLevel != "DEBUG" || c.HTTPAddr != "" {
+		t.Errorf("LoadConsume = %+v, overrides not applied", c)
+	}
+}
+
+func TestAPIKeyFallback(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		sluice, xai  string
+		want         string
+		setSluice    bool
+		setXAIApiKey bool
+	}{
+		{name: "none", want: ""},
+		{name: "XAI_API_KEY only", xai: "xai-fallback", setXAIApiKey: true, want: "xai-fallback"},
+		{name: "SLUICE_API_KEY only", sluice: "sk-primary", setSluice: true, want: "sk-primary"},
+		{name: "SLUICE_API_KEY wins", sluice: "sk-primary", xai: "xai-fallback", setSluice: true, setXAIApiKey: true, want: "sk-primary"},
+		{name: "empty SLUICE_API_KEY falls back", sluice: "", xai: "xai-fallback", setSluice: true, setXAIApiKey: true, want: "xai-fallback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			if tc.setSluice {
+				t.Setenv("SLUICE_API_KEY", tc.sluice)
+			}
+			if tc.setXAIApiKey {
+				t.Setenv("XAI_API_KEY", tc.xai)
+			}
+			c, err := config.LoadConsume()
+			if err != nil {
+				t.Fatalf("LoadConsume: %v", err)
+			}
+			if got := c.Key.Reveal(); got != tc.want {
+				t.Errorf("Key = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadConsumeInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		bad  string // the variable the error must name
+	}{
+		{"empty output topic", map[string]string{"SLUICE_OUTPUT_TOPIC": ""}, "SLUICE_OUTPUT_TOPIC"},
+		{"blank input topic", map[string]string{"SLUICE_INPUT_TOPIC": "  "}, "SLUICE_INPUT_TOPIC"},
+		{"empty dlq topic", map[string]string{"SLUICE_DLQ_TOPIC": ""}, "SLUICE_DLQ_TOPIC"},
+		{"empty group", map[string]string{"SLUICE_GROUP": ""}, "SLUICE_GROUP"},
+		{"input is output", map[string]string{"SLUICE_INPUT_TOPIC": "completions"}, "SLUICE_INPUT_TOPIC"},
+		{"input is dlq", map[string]string{"SLUICE_INPUT_TOPIC": "prompts.dlq"}, "SLUICE_INPUT_TOPIC"},
+		{"empty brokers", map[string]string{"SLUICE_BROKERS": ""}, "SLUICE_BROKERS"},
+		{"empty broker entry", map[string]string{"SLUICE_BROKERS": "a:9092,,b:9092"}, "SLUICE_BROKERS"},
+		{"max in flight 0", map[string]string{"SLUICE_MAX_IN_FLIGHT": "0"}, "SLUICE_MAX_IN_FLIGHT"},
+		{"max in flight negative", map[string]string{"SLUICE_MAX_IN_FLIGHT": "-4"}, "SLUICE_MAX_IN_FLIGHT"},
+		{"max in flight non-numeric", map[string]string{"SLUICE_MAX_IN_FLIGHT": "lots"}, "SLUICE_MAX_IN_FLIGHT"},
+		{"rpm -1", map[string]string{"SLUICE_RPM": "-1"}, "SLUICE_RPM"},
+		{"rpm non-numeric", map[string]string{"SLUICE_RPM": "10/s"}, "SLUICE_RPM"},
+		{"ftp url", map[string]string{"SLUICE_API_BASE_URL": "ftp://x"}, "SLUICE_API_BASE_URL"},
+		{"not a url", map[string]string{"SLUICE_API_BASE_URL": "not a url"}, "SLUICE_API_BASE_URL"},
+		{"url without host", map[string]string{"SLUICE_API_BASE_URL": "https:///v1"}, "SLUICE_API_BASE_URL"},
+		{"empty model", map[string]string{"SLUICE_MODEL": " "}, "SLUICE_MODEL"},
+		{"max attempts 0", map[string]string{"SLUICE_MAX_ATTEMPTS": "0"}, "SLUICE_MAX_ATTEMPTS"},
+		{"max attempts non-numeric", map[string]string{"SLUICE_MAX_ATTEMPTS": "six"}, "SLUICE_MAX_ATTEMPTS"},
+		{"request timeout 0s", map[string]string{"SLUICE_REQUEST_TIMEOUT": "0s"}, "SLUICE_REQUEST_TIMEOUT"},
+		{"request timeout no unit", map[string]string{"SLUICE_REQUEST_TIMEOUT": "120"}, "SLUICE_REQUEST_TIMEOUT"},
+		{"retry base above max", map[string]string{"SLUICE_RETRY_BASE": "1m"}, "SLUICE_RETRY_BASE"},
+		{"partition window 0", map[string]string{"SLUICE_PARTITION_WINDOW": "0"}, "SLUICE_PARTITION_WINDOW"},
+		{"drain timeout negative", map[string]string{"SLUICE_DRAIN_TIMEOUT": "-1s"}, "SLUICE_DRAIN_TIMEOUT"},
+		{"commit interval 0", map[string]string{"SLUICE_COMMIT_INTERVAL": "0s"}, "SLUICE_COMMIT_INTERVAL"},
+		{"revoke timeout non-duration", map[string]string{"SLUICE_REVOKE_TIMEOUT": "soon"}, "SLUICE_REVOKE_TIMEOUT"},
+		{"log level", map[string]string{"SLUICE_LOG_LEVEL": "trace"}, "SLUICE_LOG_LEVEL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := config.LoadConsume()
+			if err == nil {
+				t.Fatalf("LoadConsume with %v: nil error", tc.env)
+			}
+			if !errors.Is(err, config.ErrInvalid) {
+				t.Errorf("err = %v, want it to wrap config.ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("err = %q, want it to name %s", err, tc.bad)
+			}
+		})
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	clearEnv(t)
+	const key = "xai-SUPERSECRET-0042"
+	t.Setenv("SLUICE_API_KEY", key)
+	c, err := config.LoadConsume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Key.Reveal() != key {
+		t.Fatalf("Reveal() = %q, want the key", c.Key.Reveal())
+	}
+	js, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyJS, err := json.Marshal(c.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := map[string]string{
+		"%v key":          fmt.Sprintf("%v", c.Key),
+		"%s key":          fmt.Sprintf("%s", c.Key),
+		"%q key":          fmt.Sprintf("%q", c.Key),
+		"%v config":       fmt.Sprintf("%v", c),
+		"%+v config":      fmt.Sprintf("%+v", c),
+		"%v api":          fmt.Sprintf("%v", c.API),
+		"%v pointer":      fmt.Sprintf("%v", &c),
+		"Sprint key":      fmt.Sprint(c.Key),
+		"json config":     string(js),
+		"json key":        string(keyJS),
+		"Println-ish key": fmt.Sprintln("key:", c.Key),
+	}
+	for name, out := range outputs {
+		if strings.Contains(out, key) {
+			t.Errorf("%s leaks the key: %s", name, out)
+		}
+		if !strings.Contains(out, "[redacted]") {
+			t.Errorf("%s = %s, want [redacted] in it", name, out)
+		}
+	}
+	if got := config.Secret("").String(); got != "" {
+		t.Errorf(`Secret("").String() = %q, want ""`, got)
+	}
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	var buf bytes.Buffer
+	if err := config.Usage(&buf, &config.Consume{}); err != nil {
+		t.Fatalf("Usage: %v", err)
+	}
+	out := buf.String()
+	for _, n := range append(slices.Clone(allNames), names(reflect.TypeFor[config.Consume]())...) {
+		if !strings.Contains(out, config.Prefix+"_"+n) {
+			t.Errorf("usage does not list %s_%s:\n%s", config.Prefix, n, out)
+		}
+	}
+	for _, want := range []string{"localhost:9092", "grok-4", "never logged"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("usage lacks %q:\n%s", want, out)
+		}
+	}
+}
