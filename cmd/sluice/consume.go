@@ -92,6 +92,9 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		kgo.WithHooks(kmetrics),
 		kgo.ClientID("sluice"),
 	}
+	if cfg.SessionTimeout > 0 {
+		kopts = append(kopts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
 	kopts = append(kopts, cons.ClientOpts()...)
 	kopts = append(kopts, opt.kafkaOpts...)
 	cl, err := kgo.NewClient(kopts...)
