@@ -86,9 +86,15 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		DrainTimeout:    cfg.DrainTimeout,
 	}, log)
 
+	// franz-go logs several lines per group event at info; keep the
+	// service's log to one line per lifecycle event unless debugging.
+	klog := log
+	if log.GetLevel() > zerolog.DebugLevel {
+		klog = log.Level(max(log.GetLevel(), zerolog.WarnLevel))
+	}
 	kopts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.WithLogger(kzerolog.New(&log)),
+		kgo.WithLogger(kzerolog.New(&klog)),
 		kgo.WithHooks(kmetrics),
 		kgo.ClientID("sluice"),
 	}
