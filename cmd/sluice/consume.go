@@ -48,9 +48,8 @@ func runConsume(ctx context.Context, args []string) error {
 
 // pipelineOptions are what the demo adds to a plain consume.
 type pipelineOptions struct {
-	kafkaOpts []kgo.Opt                // extra client options
-	observe   func(*result.Result)     // called for every published result
-	ready     func(*consumer.Consumer) // called once the member is consuming
+	kafkaOpts []kgo.Opt            // extra client options
+	observe   func(*result.Result) // called for every published result
 }
 
 // serve runs one consumer-group member until ctx is done: it wires
@@ -132,9 +131,6 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 
 	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
 	h := pipeline{proc: proc, pub: pub, observe: opt.observe}
-	if opt.ready != nil {
-		opt.ready(cons)
-	}
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
 		Int("max_in_flight", cfg.MaxInFlight).Int("rpm", cfg.RPM).Msg("starting")
 	return cons.Run(ctx, cl, h)

@@ -22,7 +22,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/term"
 
-	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/examples"
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/devkafka"
@@ -124,7 +123,7 @@ func demo(ctx context.Context, o demoOptions) error {
 	start := time.Now()
 	go func() {
 		log := zerolog.New(o.progress).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-		done <- serve(runCtx, cfg, log, pipelineOptions{observe: tally.add, ready: func(*consumer.Consumer) {}})
+		done <- serve(runCtx, cfg, log, pipelineOptions{observe: tally.add})
 	}()
 
 	bar := newProgress(o.progress, total)
