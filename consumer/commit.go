@@ -23,12 +23,7 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			c.mu.Lock()
-			parts := make([]*partition, 0, len(c.parts))
-			for _, p := range c.parts {
-				parts = append(parts, p)
-			}
-			c.mu.Unlock()
+			parts := c.assignedPartitions()
 			c.commitMu.Lock()
 			c.commitLocked(parts)
 			c.commitMu.Unlock()

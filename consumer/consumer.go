@@ -153,13 +153,7 @@ func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.log.Info().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
 	close(stopCommits)
 	<-commitDone
-	c.mu.Lock()
-	all := make([]*partition, 0, len(c.parts))
-	for _, p := range c.parts {
-		all = append(all, p)
-	}
-	c.mu.Unlock()
-	c.release(all, c.cfg.DrainTimeout, true)
+	c.release(c.assignedPartitions(), c.cfg.DrainTimeout, true)
 	c.stopWork()
 	c.handlers.Wait()
 	c.log.Info().Msg("drained")
@@ -193,6 +187,17 @@ func (c *Consumer) poll(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// assignedPartitions returns the partitions tracked now.
+func (c *Consumer) assignedPartitions() []*partition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	parts := make([]*partition, 0, len(c.parts))
+	for _, p := range c.parts {
+		parts = append(parts, p)
+	}
+	return parts
 }
 
 // fail records the first fatal error and stops polling; Run returns it.

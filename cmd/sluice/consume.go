@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -186,19 +187,15 @@ func checkTopics(ctx context.Context, cl *kgo.Client, k config.Kafka) error {
 	return nil
 }
 
-// redactedURL drops any userinfo and query from u before it is logged.
+// redactedURL drops any userinfo, query and fragment from u before it is
+// logged: keys sometimes ride in them.
 func redactedURL(u string) string {
-	if i := strings.Index(u, "://"); i >= 0 {
-		rest := u[i+3:]
-		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
-			rest = rest[at+1:]
-		}
-		u = u[:i+3] + rest
+	p, err := url.Parse(u)
+	if err != nil {
+		return "[unparsable URL]"
 	}
-	if q := strings.IndexAny(u, "?#"); q >= 0 {
-		u = u[:q]
-	}
-	return u
+	p.User, p.RawQuery, p.Fragment = nil, "", ""
+	return p.String()
 }
 
 // newLogger returns the JSON logger of a sluice process.

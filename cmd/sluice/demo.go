@@ -113,8 +113,11 @@ func demo(ctx context.Context, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.progress, "sluice demo: %d prompts on an embedded Kafka (%d partitions), API %s\n",
-		total, o.partitions, map[bool]string{true: redactedURL(cfg.BaseURL), false: "simulator (latency, 5xx and 429 faults)"}[o.real])
+	apiName := "simulator (latency, 5xx and 429 faults)"
+	if o.real {
+		apiName = redactedURL(cfg.BaseURL)
+	}
+	fmt.Fprintf(o.progress, "sluice demo: %d prompts on an embedded Kafka (%d partitions), API %s\n", total, o.partitions, apiName)
 
 	tally := newTally(total)
 	runCtx, stopRun := context.WithCancel(ctx)
