@@ -9,17 +9,14 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // MaxResponseBytes bounds how much of one answer is read into memory.
@@ -107,50 +104,16 @@ func (r *Response) JSONBody() json.RawMessage {
 //   - ErrTimeout when ctx's deadline passed first,
 //   - ErrTransport for connection failures.
 func (c *Client) Do(ctx context.Context, body []byte) (*Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	req, k, err := c.newRequest(ctx, body, "application/json")
 	if err != nil {
-		return nil, fmt.Errorf("api: build request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", c.userAgent)
-	k := c.key()
-	if k != "" {
-		req.Header.Set("Authorization", "Bearer "+k)
+		return nil, err
 	}
 	hr, err := c.hc.Do(req)
 	if err != nil {
 		return nil, transportError(ctx, err)
 	}
 	defer hr.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(hr.Body, MaxResponseBytes+1))
-	if err != nil {
-		return nil, transportError(ctx, err)
-	}
-	resp := &Response{
-		StatusCode: hr.StatusCode,
-		RequestID:  hr.Header.Get("x-request-id"),
-		Header:     hr.Header,
-		Body:       b,
-	}
-	if len(b) > MaxResponseBytes {
-		return resp, fmt.Errorf("%w: body exceeds %d bytes", ErrMalformed, MaxResponseBytes)
-	}
-	if hr.StatusCode < 200 || hr.StatusCode > 299 {
-		se := newStatusError(resp, time.Now())
-		if k != "" {
-			// Some gateways echo the key; the error text is logged and
-			// published, so it must never carry it.
-			se.Type = strings.ReplaceAll(se.Type, k, "[redacted]")
-			se.Code = strings.ReplaceAll(se.Code, k, "[redacted]")
-			se.Message = strings.ReplaceAll(se.Message, k, "[redacted]")
-		}
-		return resp, se
-	}
-	if !json.Valid(b) {
-		return resp, fmt.Errorf("%w: status %d with a body that is not JSON", ErrMalformed, hr.StatusCode)
-	}
-	return resp, nil
+	return readAnswer(ctx, hr, k)
 }
 
 // transportError names a failure that left no HTTP answer. It never
