@@ -62,6 +62,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MaxPollRecords bounds one poll (default 1000).
 	MaxPollRecords int
+	// OnShare, when set, is told this member's share of the group's work
+	// (its fraction of the topic's assigned partitions), after every
+	// rebalance and periodically.
+	OnShare func(share float64)
 }
 
 // Consumer runs the group member. Create it with New, build the kgo client
@@ -85,6 +89,8 @@ type Consumer struct {
 	fatalErr   error
 	cancelPoll context.CancelFunc
 	ready      atomic.Bool
+	held       atomic.Bool   // see Hold
+	rebalanced chan struct{} // wakes watchGroup
 }
 
 type topicPartition struct {
@@ -105,6 +111,8 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 		workCtx:  ctx,
 		stopWork: cancel,
 		parts:    make(map[topicPartition]*partition),
+
+		rebalanced: make(chan struct{}, 1),
 	}
 }
 
@@ -121,16 +129,33 @@ func (c *Consumer) ClientOpts() []kgo.Opt {
 	}
 }
 
-// Ready reports whether the member is consuming (for /readyz).
-func (c *Consumer) Ready() bool { return c.ready.Load() }
+// Ready reports whether the member is consuming (for /readyz): false while
+// starting, held or draining.
+func (c *Consumer) Ready() bool { return c.ready.Load() && !c.held.Load() }
 
 // Run polls and dispatches to h until ctx is done or an output cannot be
 // written, then drains: stops dispatching, lets in-flight records finish
 // within DrainTimeout, commits, and returns. The caller closes cl
 // afterwards, which leaves the group. The error is nil after a clean drain.
 func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
+	c.mu.Lock()
 	c.cl, c.handler = cl, h
+	c.mu.Unlock()
+	if c.held.Load() {
+		cl.PauseFetchTopics(c.cfg.Topic)
+	}
 	defer c.stopWork()
+
+	groupDone := make(chan struct{})
+	stopGroup := make(chan struct{})
+	go func() {
+		defer close(groupDone)
+		c.watchGroup(stopGroup)
+	}()
+	defer func() {
+		close(stopGroup)
+		<-groupDone
+	}()
 
 	commitDone := make(chan struct{})
 	stopCommits := make(chan struct{})

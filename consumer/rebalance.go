@@ -22,6 +22,7 @@ func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, assigned map[stri
 	}
 	c.mu.Unlock()
 	cl.ResumeFetchPartitions(assigned)
+	c.signalRebalance()
 	c.log.Info().Interface("partitions", assigned).Msg("partitions assigned")
 }
 
@@ -31,6 +32,7 @@ func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, assigned map[stri
 func (c *Consumer) revoked(_ context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	parts := c.take(revoked)
 	cl.ResumeFetchPartitions(revoked)
+	c.signalRebalance()
 	if len(parts) == 0 {
 		return
 	}

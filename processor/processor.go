@@ -46,14 +46,35 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// MaxValueBytes rejects larger input values (0 = no limit).
 	MaxValueBytes int
+	// Observer, when set, is told about every call (metrics).
+	Observer Observer
 }
+
+// Observer receives what the processor sees of the API. *metrics.Metrics
+// implements it.
+type Observer interface {
+	// APICall reports one call: its HTTP status (0 when no answer came)
+	// and duration.
+	APICall(model string, status int, d time.Duration)
+	// Retry reports a call that retries an earlier attempt.
+	Retry()
+	// Tokens reports the usage of one answer.
+	Tokens(model string, prompt, completion, reasoning int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) APICall(string, int, time.Duration) {}
+func (nopObserver) Retry()                             {}
+func (nopObserver) Tokens(string, int, int, int)       {}
 
 // Processor processes records; it is safe for concurrent use.
 type Processor struct {
-	api Caller
-	lim *limiter.Limiter
-	cfg Config
-	now func() time.Time
+	api         Caller
+	lim         *limiter.Limiter
+	cfg         Config
+	now         func() time.Time
+	completions completionModel
 }
 
 // New returns a Processor calling c under the limits of lim.
@@ -63,6 +84,9 @@ func New(c Caller, lim *limiter.Limiter, cfg Config) *Processor {
 		cfg.RetryBase = 500 * time.Millisecond
 	}
 	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryBase)
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	return &Processor{api: c, lim: lim, cfg: cfg, now: time.Now}
 }
 
@@ -91,7 +115,7 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 	}
 	res.CustomID = req.CustomID
 
-	resp, attempts, err := p.call(ctx, req.Body)
+	resp, attempts, err := p.call(ctx, req)
 	res.Attempts = attempts
 	res.LatencyMS = p.now().Sub(start).Milliseconds()
 	if ctx.Err() != nil {
@@ -112,23 +136,47 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 
 // call makes up to MaxAttempts attempts, honouring Retry-After when the
 // API asks for a longer wait than the backoff would take.
-func (p *Processor) call(ctx context.Context, body []byte) (resp *api.Response, attempts int, err error) {
+func (p *Processor) call(ctx context.Context, req prompt.Request) (resp *api.Response, attempts int, err error) {
+	est := estimateTokens(req.Body)
 	var hint time.Duration
 	err = retryDo(ctx, p.backoff(&hint), func(ctx context.Context) error {
 		attempts++
-		resp, err = p.attempt(ctx, body)
+		if attempts > 1 {
+			p.cfg.Observer.Retry()
+		}
+		resp, err = p.attempt(ctx, req, est)
 		hint = api.RetryAfter(err)
 		return err
 	})
 	return resp, attempts, err
 }
 
-func (p *Processor) attempt(ctx context.Context, body []byte) (*api.Response, error) {
-	permit, err := p.lim.Acquire(ctx)
-	if err != nil {
-		return nil, err
+// attempt makes one call under the limiter and tells it what the answer
+// said. An answer saying the account cannot go on (quota, 401, 403) is not
+// this record's failure: the limiter pauses every call until a probe
+// succeeds, and the record waits for that instead of using up attempts.
+func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEstimate) (*api.Response, error) {
+	for {
+		permit, err := p.lim.Acquire(ctx, p.request(req.Model, est))
+		if err != nil {
+			return nil, err
+		}
+		start := p.now()
+		resp, err := p.do(ctx, req.Body)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		p.cfg.Observer.APICall(req.Model, status, p.now().Sub(start))
+		permit.Done(p.outcome(req.Model, est, resp, err))
+		if errors.Is(err, api.ErrQuota) && ctx.Err() == nil {
+			continue
+		}
+		return resp, err
 	}
-	defer permit.Release()
+}
+
+func (p *Processor) do(ctx context.Context, body []byte) (*api.Response, error) {
 	actx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
 	defer cancel()
 	return p.api.Do(actx, body)

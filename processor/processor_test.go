@@ -337,15 +337,6 @@ func TestProcessRetries(t *testing.T) {
 			body: `{"error":{"message":"bad request","type":"invalid_request_error"}}`,
 		},
 		{
-			name: "401 is not retried",
-			answer: func(*fakeAPI) func(int, http.ResponseWriter, *http.Request) {
-				return func(_ int, w http.ResponseWriter, _ *http.Request) {
-					status(w, 401, `{"error":{"message":"no","code":"invalid_api_key"}}`)
-				}
-			},
-			code: result.CodeAPIError, attempts: 1, status: 401, body: `{"error":{"message":"no","code":"invalid_api_key"}}`,
-		},
-		{
 			name: "persistent 500",
 			answer: func(*fakeAPI) func(int, http.ResponseWriter, *http.Request) {
 				return func(_ int, w http.ResponseWriter, _ *http.Request) { status(w, 500, err500) }

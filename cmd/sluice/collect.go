@@ -44,7 +44,7 @@ failed, 1 on error, including ids with no result (the message says how many).
 Flags:
 `)
 		fs.PrintDefaults()
-		fmt.Fprint(w, "\n"+kafkaEnvHelp)
+		writeKafkaEnvHelp(w)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

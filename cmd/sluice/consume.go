@@ -22,7 +22,9 @@ import (
 	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/kafkaconn"
 	"github.com/sluice-dev/sluice/internal/limiter"
+	"github.com/sluice-dev/sluice/internal/metrics"
 	"github.com/sluice-dev/sluice/internal/ops"
 	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
@@ -59,31 +61,50 @@ type pipelineOptions struct {
 func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipelineOptions) error {
 	reg := prometheus.NewRegistry()
 	kmetrics := kprom.NewMetrics("sluice_kafka", kprom.Registry(reg))
+	m := metrics.New(reg)
 
+	key, err := apiKey(cfg.API, log)
+	if err != nil {
+		return err
+	}
 	apiClient, err := api.New(api.Config{
 		BaseURL:   cfg.BaseURL,
-		Key:       cfg.Key.Reveal,
+		Key:       key,
 		MaxConns:  cfg.MaxInFlight,
 		UserAgent: "sluice/" + version,
 	})
 	if err != nil {
 		return err
 	}
-	lim := limiter.New(limiter.Config{MaxInFlight: cfg.MaxInFlight, RPM: cfg.RPM})
+	var cons *consumer.Consumer
+	lim := limiter.New(limiter.Config{
+		MaxInFlight:   cfg.MaxInFlight,
+		RPM:           cfg.RPM,
+		TPM:           cfg.TPM,
+		Models:        modelBudgets(cfg.ModelLimits),
+		ProbeInterval: cfg.QuotaProbeInterval,
+		Log:           log,
+		// While the account is unusable nothing can be processed: stop
+		// fetching and leave the load balancer (readiness false).
+		OnPause: func(paused bool) { cons.Hold(paused) },
+	})
 	proc := processor.New(apiClient, lim, processor.Config{
 		DefaultModel:   cfg.Model,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxAttempts:    cfg.MaxAttempts,
 		RetryBase:      cfg.RetryBase,
 		RetryMax:       cfg.RetryMax,
+		Observer:       m,
 	})
-	cons := consumer.New(consumer.Config{
+	cons = consumer.New(consumer.Config{
 		Group:           cfg.Group,
 		Topic:           cfg.InputTopic,
 		PartitionWindow: cfg.PartitionWindow,
 		CommitInterval:  cfg.CommitInterval,
 		RevokeTimeout:   cfg.RevokeTimeout,
 		DrainTimeout:    cfg.DrainTimeout,
+		// The budgets are the group's: each member takes its share.
+		OnShare: lim.SetShare,
 	}, log)
 
 	// franz-go logs several lines per group event at info; keep the
@@ -92,14 +113,20 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	if log.GetLevel() > zerolog.DebugLevel {
 		klog = log.Level(max(log.GetLevel(), zerolog.WarnLevel))
 	}
-	kopts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
+	kopts, err := kafkaOpts(cfg.Kafka, log) // seed brokers, TLS, SASL
+	if err != nil {
+		return err
+	}
+	kopts = append(kopts,
 		kgo.WithLogger(kzerolog.New(&klog)),
 		kgo.WithHooks(kmetrics),
 		kgo.ClientID("sluice"),
-	}
+	)
 	if cfg.SessionTimeout > 0 {
 		kopts = append(kopts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
+	if cfg.InstanceID != "" {
+		kopts = append(kopts, kgo.InstanceID(cfg.InstanceID))
 	}
 	kopts = append(kopts, cons.ClientOpts()...)
 	kopts = append(kopts, opt.kafkaOpts...)
@@ -131,9 +158,11 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 
 	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
-	h := pipeline{proc: proc, pub: pub, observe: opt.observe}
+	registerStateGauges(reg, lim, cons)
+	h := pipeline{proc: proc, pub: pub, metrics: m, observe: opt.observe}
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
-		Int("max_in_flight", cfg.MaxInFlight).Int("rpm", cfg.RPM).Msg("starting")
+		Int("max_in_flight", cfg.MaxInFlight).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
+		Stringer("model_limits", cfg.ModelLimits).Msg("starting")
 	return cons.Run(ctx, cl, h)
 }
 
@@ -143,21 +172,50 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 type pipeline struct {
 	proc    *processor.Processor
 	pub     *producer.Publisher
+	metrics *metrics.Metrics
 	observe func(*result.Result)
 }
 
 func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) {
+	p.metrics.Consumed()
 	res, err := p.proc.Process(ctx, rec)
 	if err != nil {
 		ack(err)
 		return
 	}
 	p.pub.Publish(ctx, rec, res, func(err error) {
-		if err == nil && p.observe != nil {
-			p.observe(res)
+		if err == nil {
+			p.metrics.Published(res)
+			if p.observe != nil {
+				p.observe(res)
+			}
 		}
 		ack(err)
 	})
+}
+
+// registerStateGauges exports the limiter's and the consumer's state,
+// read at every scrape.
+func registerStateGauges(reg prometheus.Registerer, lim *limiter.Limiter, cons *consumer.Consumer) {
+	metrics.RegisterLimiter(reg, func() metrics.LimiterState {
+		s := lim.State()
+		return metrics.LimiterState{
+			InFlight: s.InFlight, Concurrency: s.Concurrency, CooldownUntil: s.CooldownUntil,
+			Paused: s.Paused, TokensAvailable: s.TokensAvailable, Share: s.Share,
+		}
+	})
+	metrics.RegisterPartitionGauge(reg, "sluice_partition_uncommitted_records",
+		"Records held per partition (fetched or in flight, not yet committed).",
+		func() map[string]map[int32]int64 {
+			out := make(map[string]map[int32]int64)
+			for t, parts := range cons.Uncommitted() {
+				out[t] = make(map[int32]int64, len(parts))
+				for p, n := range parts {
+					out[t][p] = int64(n)
+				}
+			}
+			return out
+		})
 }
 
 // checkTopics fails fast, naming the variable, when a topic is missing or
@@ -166,6 +224,9 @@ func checkTopics(ctx context.Context, cl *kgo.Client, k config.Kafka) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
+		if serr := kafkaconn.SecurityError(cl, err); serr != nil {
+			return serr // e.g. a wrong SLUICE_KAFKA_SASL_PASSWORD, at once
+		}
 		return fmt.Errorf("%s_BROKERS %s: cannot reach Kafka: %w", config.Prefix, strings.Join(k.Brokers, ","), err)
 	}
 	details, err := kadm.NewClient(cl).ListTopics(ctx, k.InputTopic, k.OutputTopic, k.DLQTopic)
@@ -205,4 +266,13 @@ func newLogger(level string) zerolog.Logger {
 		lvl = zerolog.InfoLevel
 	}
 	return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
+}
+
+// modelBudgets converts the configured per-model limits for the limiter.
+func modelBudgets(m config.ModelLimits) map[string]limiter.Budget {
+	out := make(map[string]limiter.Budget, len(m))
+	for model, b := range m {
+		out[model] = limiter.Budget{RPM: b.RPM, TPM: b.TPM}
+	}
+	return out
 }

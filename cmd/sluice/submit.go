@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/term"
 
+	"github.com/sluice-dev/sluice/internal/kafkaconn"
 	"github.com/sluice-dev/sluice/producer"
 )
 
@@ -38,6 +39,7 @@ func runSubmit(ctx context.Context, args []string) error { return submit(ctx, ar
 // kafkaFlags are the connection flags shared by submit and collect.
 type kafkaFlags struct {
 	brokers, inputTopic, outputTopic, stateDir string
+	errOut                                     io.Writer // security warnings
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet) {
@@ -45,18 +47,30 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.inputTopic, "topic", envDefault("SLUICE_INPUT_TOPIC", producer.DefaultInputTopic), "topic of prompt records (env SLUICE_INPUT_TOPIC)")
 	fs.StringVar(&k.outputTopic, "output-topic", envDefault("SLUICE_OUTPUT_TOPIC", producer.DefaultOutputTopic), "topic of result records (env SLUICE_OUTPUT_TOPIC)")
 	fs.StringVar(&k.stateDir, "state-dir", "", "directory of batch manifests (env "+producer.StateDirEnv+", default ~/.sluice/batches)")
+	k.errOut = fs.Output()
 }
 
-// client connects and fails fast, naming the flag, when Kafka is unreachable.
+// client connects and fails fast, naming the flag or variable, when Kafka
+// is unreachable or refuses the TLS or SASL settings (SLUICE_KAFKA_*, from
+// the environment as for sluice consume).
 func (k *kafkaFlags) client(ctx context.Context, opts ...kgo.Opt) (*kgo.Client, *producer.Client, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(strings.Split(k.brokers, ",")...), kgo.ClientID("sluice-cli")}, opts...)...)
+	sec, err := cliKafkaSecurity(k.errOut)
+	if err != nil {
+		return nil, nil, err
+	}
+	base := append([]kgo.Opt{kgo.SeedBrokers(strings.Split(k.brokers, ",")...), kgo.ClientID("sluice-cli")}, sec...)
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := cl.Ping(pctx); err != nil {
+		serr := kafkaconn.SecurityError(cl, err)
 		cl.Close()
+		if serr != nil {
+			return nil, nil, serr
+		}
 		return nil, nil, fmt.Errorf("--brokers %s: cannot reach Kafka: %w", k.brokers, err)
 	}
 	return cl, producer.NewClient(cl, producer.ClientConfig{InputTopic: k.inputTopic, OutputTopic: k.outputTopic}), nil
@@ -97,7 +111,7 @@ error, or when nothing was submitted.
 Flags:
 `)
 		fs.PrintDefaults()
-		fmt.Fprint(w, "\n"+kafkaEnvHelp)
+		writeKafkaEnvHelp(w)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

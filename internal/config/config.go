@@ -59,12 +59,19 @@ type Kafka struct {
 	// SessionTimeout is how long the group waits for a silent member
 	// (killed, partitioned) before giving its partitions to others.
 	SessionTimeout time.Duration `envconfig:"SLUICE_SESSION_TIMEOUT" default:"45s" desc:"how long the group waits for a silent (crashed) member before moving its partitions"`
+	// InstanceID makes the member static (KIP-345): a restarted replica
+	// with the same id takes its partitions back at once, without a
+	// rebalance; a dead one holds them until SessionTimeout.
+	InstanceID string `envconfig:"SLUICE_INSTANCE_ID" desc:"static group membership id, stable across restarts (e.g. the StatefulSet pod name); empty = dynamic member"`
+	// KafkaSecurity is TLS and SASL (security.go).
+	KafkaSecurity
 }
 
 // API is the OpenAI-compatible chat-completions endpoint.
 type API struct {
 	BaseURL        string        `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
 	Key            Secret        `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
+	KeyFile        string        `envconfig:"SLUICE_API_KEY_FILE" desc:"file holding the bearer token (trailing whitespace trimmed), re-read when it changes; instead of SLUICE_API_KEY"`
 	Model          string        `envconfig:"SLUICE_MODEL" default:"grok-4" desc:"model used when a request names none"`
 	RequestTimeout time.Duration `envconfig:"SLUICE_REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
 	MaxAttempts    int           `envconfig:"SLUICE_MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
@@ -74,9 +81,12 @@ type API struct {
 
 // Limits bound how hard sluice drives the API and how much it buffers.
 type Limits struct {
-	MaxInFlight     int `envconfig:"SLUICE_MAX_IN_FLIGHT" default:"256" desc:"global cap on concurrent API calls across all partitions"`
-	RPM             int `envconfig:"SLUICE_RPM" default:"0" desc:"requests-per-minute budget, smoothed per second (0 = off)"`
-	PartitionWindow int `envconfig:"SLUICE_PARTITION_WINDOW" default:"1024" desc:"max uncommitted records per partition; fetching pauses when full"`
+	MaxInFlight        int           `envconfig:"SLUICE_MAX_IN_FLIGHT" default:"256" desc:"global cap on concurrent API calls across all partitions"`
+	RPM                int           `envconfig:"SLUICE_RPM" default:"0" desc:"requests-per-minute budget of the whole consumer group, smoothed per second (0 = off)"`
+	TPM                int           `envconfig:"SLUICE_TPM" default:"0" desc:"tokens-per-minute budget of the whole consumer group, smoothed per second (0 = off)"`
+	ModelLimits        ModelLimits   `envconfig:"SLUICE_MODEL_LIMITS" desc:"per-model budgets of the group, e.g. grok-4=rpm:600,tpm:2000000;grok-3-mini=rpm:1200"`
+	QuotaProbeInterval time.Duration `envconfig:"SLUICE_QUOTA_PROBE_INTERVAL" default:"5s" desc:"while the API account is unusable (quota, 401, 403), how often one call probes it"`
+	PartitionWindow    int           `envconfig:"SLUICE_PARTITION_WINDOW" default:"1024" desc:"max uncommitted records per partition; fetching pauses when full"`
 }
 
 // Consume is the configuration of `sluice consume`.
@@ -101,7 +111,7 @@ func LoadConsume() (Consume, error) {
 	if err := envconfig.Process("", &c); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if c.Key == "" {
+	if c.Key == "" && c.KeyFile == "" {
 		c.Key = Secret(os.Getenv("XAI_API_KEY"))
 	}
 	return c, c.Validate()
@@ -164,7 +174,7 @@ func (k Kafka) Validate() error {
 	if k.InputTopic == k.OutputTopic || k.InputTopic == k.DLQTopic {
 		return invalid("INPUT_TOPIC", "must differ from SLUICE_OUTPUT_TOPIC and SLUICE_DLQ_TOPIC, got %q", k.InputTopic)
 	}
-	return nil
+	return k.KafkaSecurity.Validate()
 }
 
 // Validate checks the API settings.
@@ -185,7 +195,7 @@ func (a API) Validate() error {
 	if a.RetryBase <= 0 || a.RetryMax < a.RetryBase {
 		return invalid("RETRY_BASE", "must be positive and at most SLUICE_RETRY_MAX, got %s", a.RetryBase)
 	}
-	return nil
+	return a.validateKeyFile()
 }
 
 // Validate checks the limits.
@@ -195,6 +205,12 @@ func (l Limits) Validate() error {
 	}
 	if l.RPM < 0 {
 		return invalid("RPM", "must be zero (off) or positive, got %d", l.RPM)
+	}
+	if l.TPM < 0 {
+		return invalid("TPM", "must be zero (off) or positive, got %d", l.TPM)
+	}
+	if l.QuotaProbeInterval <= 0 {
+		return invalid("QUOTA_PROBE_INTERVAL", "must be a positive duration, got %s", l.QuotaProbeInterval)
 	}
 	if l.PartitionWindow <= 0 {
 		return invalid("PARTITION_WINDOW", "must be positive, got %d", l.PartitionWindow)

@@ -20,7 +20,7 @@ func mustBlock(t *testing.T, l *limiter.Limiter) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if p, err := l.Acquire(ctx); err == nil {
+	if p, err := l.Acquire(ctx, limiter.Request{}); err == nil {
 		p.Release()
 		t.Fatalf("Acquire succeeded with %d of %d permits held", l.InFlight()-1, l.MaxInFlight())
 	}
@@ -30,7 +30,7 @@ func acquire(t *testing.T, l *limiter.Limiter) *limiter.Permit {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := l.Acquire(ctx)
+	p, err := l.Acquire(ctx, limiter.Request{})
 	if err != nil {
 		t.Fatalf("Acquire: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestMaxInFlight(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for range rounds {
-						p, err := l.Acquire(context.Background())
+						p, err := l.Acquire(context.Background(), limiter.Request{})
 						if err != nil {
 							t.Errorf("Acquire: %v", err)
 							return
@@ -106,7 +106,7 @@ func TestFullLimiterBlocks(t *testing.T) {
 	// A release frees exactly one slot for a waiter.
 	got := make(chan *limiter.Permit)
 	go func() {
-		p, err := l.Acquire(context.Background())
+		p, err := l.Acquire(context.Background(), limiter.Request{})
 		if err != nil {
 			t.Errorf("Acquire: %v", err)
 		}
@@ -166,7 +166,7 @@ func TestAcquireCanceledWhileWaiting(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
-			p, err := l.Acquire(ctx)
+			p, err := l.Acquire(ctx, limiter.Request{})
 			if err == nil {
 				p.Release()
 			}
@@ -188,7 +188,7 @@ func TestAcquireCanceledWhileWaiting(t *testing.T) {
 		held := acquire(t, l)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if _, err := l.Acquire(ctx); !errors.Is(err, context.Canceled) {
+		if _, err := l.Acquire(ctx, limiter.Request{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Acquire = %v, want context.Canceled", err)
 		}
 		held.Release()
@@ -201,7 +201,7 @@ func TestAcquireCanceledWhileWaiting(t *testing.T) {
 		acquire(t, l).Release()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 		defer cancel()
-		if p, err := l.Acquire(ctx); err == nil {
+		if p, err := l.Acquire(ctx, limiter.Request{}); err == nil {
 			p.Release()
 			t.Fatal("Acquire succeeded before a rate token was due")
 		}
@@ -236,7 +236,7 @@ func TestRPM(t *testing.T) {
 		var wg sync.WaitGroup
 		for range n {
 			wg.Go(func() {
-				p, err := l.Acquire(context.Background())
+				p, err := l.Acquire(context.Background(), limiter.Request{})
 				if err != nil {
 					t.Errorf("Acquire: %v", err)
 					return
@@ -253,8 +253,8 @@ func TestRPM(t *testing.T) {
 
 func Example() {
 	l := limiter.New(limiter.Config{MaxInFlight: 2})
-	a, _ := l.Acquire(context.Background())
-	b, _ := l.Acquire(context.Background())
+	a, _ := l.Acquire(context.Background(), limiter.Request{})
+	b, _ := l.Acquire(context.Background(), limiter.Request{})
 	fmt.Println(l.InFlight(), "of", l.MaxInFlight())
 	a.Release()
 	a.Release() // harmless

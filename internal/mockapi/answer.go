@@ -223,7 +223,7 @@ func (s *Server) plan(p *parsedRequest) *answerPlan {
 	if p.maxTokens > 0 {
 		a.budgetTokens = a.promptTokens + p.n*p.maxTokens
 	} else {
-		a.budgetTokens = a.promptTokens + a.usage().CompletionTokens
+		a.budgetTokens = a.usage().TotalTokens // reasoning tokens count too
 	}
 	return a
 }

@@ -61,7 +61,8 @@ type Config struct {
 	// second with a token bucket holding one second's worth of requests.
 	RPM int `envconfig:"RPM" default:"0" desc:"requests per minute limit, smoothed per second (0 = off)"`
 	// TPM is the tokens-per-minute limit (0 = unlimited), enforced like RPM
-	// on prompt tokens + max_tokens (or the answer length) per request.
+	// on prompt tokens + max_tokens (or the answer length, reasoning
+	// included) per request.
 	TPM int `envconfig:"TPM" default:"0" desc:"tokens per minute limit, smoothed per second (0 = off)"`
 
 	// APIKey, when non-empty, is the only accepted bearer token.

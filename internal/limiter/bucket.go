@@ -1,0 +1,75 @@
+package limiter
+
+import (
+	"math"
+	"time"
+)
+
+// tokenBucket is the token budget (TPM) of the limiter: it refills at rate
+// tokens per second up to burst (one second's worth, so the budget is
+// smoothed per second the way providers enforce it) and may go into debt.
+// Unlike golang.org/x/time/rate it can credit tokens back: a request is
+// debited its estimate before the call and reconciled with the usage the
+// API reports afterwards, and rate.Limiter cannot return tokens once a
+// reservation's time has passed. Not safe for concurrent use; the Limiter's
+// mutex guards it.
+type tokenBucket struct {
+	rate  float64 // tokens per second
+	burst float64
+	level float64 // may be negative: debt that later reservations wait out
+	last  time.Time
+}
+
+func newTokenBucket(perMinute float64, now time.Time) *tokenBucket {
+	b := &tokenBucket{last: now}
+	b.setRate(perMinute / 60)
+	b.level = b.burst
+	return b
+}
+
+// setRate changes the refill rate (the fleet share changed); the burst
+// follows it.
+func (b *tokenBucket) setRate(perSecond float64) {
+	b.rate = perSecond
+	b.burst = math.Max(1, perSecond)
+	b.level = math.Min(b.level, b.burst)
+}
+
+func (b *tokenBucket) advance(now time.Time) {
+	if now.After(b.last) {
+		b.level = math.Min(b.burst, b.level+now.Sub(b.last).Seconds()*b.rate)
+		b.last = now
+	}
+}
+
+// reserve debits n tokens at now and returns how long the caller must wait
+// before acting: zero while the bucket covers them, else the time to refill
+// the debt. Waiters are served in reservation order.
+func (b *tokenBucket) reserve(now time.Time, n float64) time.Duration {
+	b.advance(now)
+	b.level -= n
+	if b.level >= 0 {
+		return 0
+	}
+	return time.Duration(math.Ceil(-b.level / b.rate * float64(time.Second)))
+}
+
+// credit adds n tokens (a negative n debits): the difference between what
+// a request was charged and what it cost.
+func (b *tokenBucket) credit(now time.Time, n float64) {
+	b.advance(now)
+	b.level = math.Min(b.burst, b.level+n)
+}
+
+// clamp lowers the level to at most n: the provider said fewer tokens
+// remain than the bucket believes.
+func (b *tokenBucket) clamp(now time.Time, n float64) {
+	b.advance(now)
+	b.level = math.Min(b.level, n)
+}
+
+// available returns the whole tokens available now (negative in debt).
+func (b *tokenBucket) available(now time.Time) float64 {
+	b.advance(now)
+	return math.Floor(b.level)
+}
