@@ -38,8 +38,9 @@ type metricSpec struct {
 }
 
 // contract lists sluice's own metrics: what the dashboard and the alerts in
-// README.md may query. The code exports them; a rename there must be made
-// here and in the manifests too.
+// README.md may query. The code exports them (TestContractMatchesCode
+// compares the two); a rename there must be made here and in the manifests
+// too.
 var contract = map[string]metricSpec{
 	"sluice_records_consumed_total":          {counter, nil},
 	"sluice_records_succeeded_total":         {counter, nil},
@@ -50,12 +51,19 @@ var contract = map[string]metricSpec{
 	"sluice_api_request_duration_seconds":    {histogram, []string{"model"}},
 	"sluice_api_time_to_first_token_seconds": {histogram, []string{"model"}},
 	"sluice_api_tokens_total":                {counter, []string{"model", "kind"}}, // prompt, completion, reasoning
+	"sluice_api_rate_limited_total":          {counter, nil},                       // 429s about the rate, not the quota
+	"sluice_api_stream_tokens_per_second":    {histogram, []string{"model"}},
+	"sluice_stream_deltas_lost_total":        {counter, nil},
 	"sluice_in_flight_requests":              {gauge, nil},
 	"sluice_limiter_concurrency":             {gauge, nil},
 	"sluice_limiter_cooldown_seconds":        {gauge, nil},
 	"sluice_limiter_paused":                  {gauge, nil}, // 1 while paused for quota or auth
+	"sluice_limiter_tokens_available":        {gauge, nil}, // -1 without SLUICE_TPM
+	"sluice_limiter_budget_share":            {gauge, nil},
 	"sluice_partition_uncommitted_records":   {gauge, []string{"topic", "partition"}},
-	"sluice_consumer_group_lag_records":      {gauge, []string{"topic", "partition"}},
+	// Every replica reports the whole group's lag: aggregate with max by
+	// (topic, partition), never sum over pods.
+	"sluice_consumer_group_lag_records": {gauge, []string{"topic", "partition"}},
 }
 
 // targetLabels are the labels Prometheus adds to every scraped series

@@ -1,0 +1,28 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// The per-partition gauges, with topic and partition labels.
+const (
+	// UncommittedRecordsName is the records a member holds per partition.
+	UncommittedRecordsName = "sluice_partition_uncommitted_records"
+	// GroupLagName is the consumer group's lag per partition, as every
+	// member reads it for the whole group: aggregate it across replicas
+	// with max by (topic, partition), never sum.
+	GroupLagName = "sluice_consumer_group_lag_records"
+)
+
+// RegisterUncommitted adds UncommittedRecordsName, read from read at every
+// scrape.
+func RegisterUncommitted(reg prometheus.Registerer, read func() map[string]map[int32]int64) {
+	RegisterPartitionGauge(reg, UncommittedRecordsName,
+		"Records held per partition (fetched or in flight, not yet committed).", read)
+}
+
+// RegisterGroupLag adds GroupLagName, read from read at every scrape
+// (grouplag.Watcher.Lag).
+func RegisterGroupLag(reg prometheus.Registerer, read func() map[string]map[int32]int64) {
+	RegisterPartitionGauge(reg, GroupLagName,
+		"Records of the input topic not yet committed by the consumer group, per partition, "+
+			"for the whole group (every replica reports every partition: aggregate with max, not sum).", read)
+}
