@@ -2,6 +2,9 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -13,8 +16,13 @@ import (
 // not use the work context: the final commits of a drain come after it ends.
 const commitTimeout = 10 * time.Second
 
-// commitLoop commits every partition's contiguous-done offset each
-// CommitInterval until stop is closed.
+// maxOffsetMapBytes keeps the offset map within Kafka's default
+// offset.metadata.max.bytes (4096); a map that does not fit is not sent.
+const maxOffsetMapBytes = 4000
+
+// commitLoop commits every partition's progress each CommitInterval until
+// stop is closed: plain offset commits, or in exactly-once mode the end of
+// the open transaction.
 func (c *Consumer) commitLoop(stop <-chan struct{}) {
 	t := time.NewTicker(c.cfg.CommitInterval)
 	defer t.Stop()
@@ -25,51 +33,234 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 		case <-t.C:
 			parts := c.assignedPartitions()
 			c.commitMu.Lock()
-			c.commitLocked(parts)
+			if c.exactlyOnce() {
+				if err := c.endTxn(parts, true); err != nil {
+					c.fail(err)
+				}
+			} else {
+				c.commitLocked(parts)
+			}
 			c.commitMu.Unlock()
 		}
 	}
 }
 
-// commitLocked commits the offsets of parts that moved since their last
-// commit. The caller holds commitMu. Failures are logged and retried at
-// the next tick: an offset that is not committed is only redone, never lost.
+// offsetMap encodes the finished offsets above base for the commit
+// metadata; "" when there are none, when they do not fit, or when the
+// brokers refused metadata before.
+func (c *Consumer) offsetMap(base int64, doneAbove []int64) string {
+	if len(doneAbove) == 0 || c.noMeta.Load() {
+		return ""
+	}
+	meta, ok := encodeOffsetMap(base, doneAbove, maxOffsetMapBytes)
+	if !ok {
+		return ""
+	}
+	return meta
+}
+
+// commitLocked commits the offsets (and offset maps) of parts that moved
+// since their last commit. The caller holds commitMu. Failures are logged
+// and retried at the next tick: an offset that is not committed is only
+// redone, never lost.
 func (c *Consumer) commitLocked(parts []*partition) {
 	offsets := make(map[string]map[int32]kgo.EpochOffset)
+	metas := make(map[topicPartition]string)
 	byTP := make(map[topicPartition]*partition)
 	for _, p := range parts {
-		eo, ok := p.commitOffset()
+		eo, meta, ok := p.commitOffset()
 		if !ok {
 			continue
 		}
 		if offsets[p.topic] == nil {
 			offsets[p.topic] = make(map[int32]kgo.EpochOffset)
 		}
+		tp := topicPartition{p.topic, p.id}
 		offsets[p.topic][p.id] = eo
-		byTP[topicPartition{p.topic, p.id}] = p
+		metas[tp], byTP[tp] = meta, p
 	}
 	if len(offsets) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	c.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				if meta := metas[topicPartition{t.Topic, t.Partitions[j].Partition}]; meta != "" {
+					t.Partitions[j].Metadata = &meta
+				}
+			}
+		}
+		return nil
+	})
+	c.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			c.log.Warn().Err(err).Msg("offset commit failed; will retry")
 			return
 		}
 		for _, t := range resp.Topics {
 			for _, rp := range t.Partitions {
-				p := byTP[topicPartition{t.Topic, rp.Partition}]
+				tp := topicPartition{t.Topic, rp.Partition}
+				p := byTP[tp]
 				if p == nil {
 					continue
 				}
 				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					c.metadataRefused(err)
 					c.log.Warn().Err(err).Str("topic", t.Topic).Int32("partition", rp.Partition).Msg("offset commit failed; will retry")
 					continue
 				}
-				p.setCommitted(offsets[t.Topic][rp.Partition].Offset)
+				p.setCommitted(offsets[t.Topic][rp.Partition].Offset, metas[tp])
 			}
 		}
 	})
+}
+
+// metadataRefused turns the offset map off when the brokers' metadata
+// limit is below it: plain offsets still commit, only re-calls grow.
+func (c *Consumer) metadataRefused(err error) {
+	if errors.Is(err, kerr.OffsetMetadataTooLarge) && !c.noMeta.Swap(true) {
+		c.log.Warn().Msg("brokers refuse the offset map (offset.metadata.max.bytes); committing plain offsets")
+	}
+}
+
+// endTxn ends the open transaction (exactly-once mode), committing the
+// outputs produced in it with the offsets and maps of parts they complete,
+// then begins the next one when again is set. Produces wait meanwhile. The
+// caller holds commitMu. A transaction aborted by a rebalance is not an
+// error: its records are processed again. The error is fatal.
+func (c *Consumer) endTxn(parts []*partition, again bool) error {
+	c.txnMu.Lock()
+	defer c.txnMu.Unlock()
+	type planned struct {
+		p     *partition
+		off   int64
+		epoch int32
+		meta  string
+	}
+	var plan []planned
+	ctx := kgo.PreTxnCommitFnContext(context.Background(), func(req *kmsg.TxnOffsetCommitRequest) error {
+		// Runs after the flush: every output of the transaction is
+		// acknowledged, so produced records count as done. The offsets
+		// are ours, not the polled positions franz-go would commit; the
+		// entries franz-go built are kept where they can be (they carry
+		// the topic IDs newer protocol versions use).
+		plan = plan[:0]
+		want := make(map[topicPartition]planned)
+		for _, p := range parts {
+			if eo, meta, ok := p.txnOffset(); ok {
+				pl := planned{p, eo.Offset, eo.Epoch, meta}
+				plan = append(plan, pl)
+				want[topicPartition{p.topic, p.id}] = pl
+			}
+		}
+		set := func(rp *kmsg.TxnOffsetCommitRequestTopicPartition, pl planned) {
+			rp.Offset, rp.LeaderEpoch, rp.Metadata = pl.off, pl.epoch, nil
+			if pl.meta != "" {
+				meta := pl.meta
+				rp.Metadata = &meta
+			}
+		}
+		topics := req.Topics[:0]
+		for _, t := range req.Topics {
+			kept := t.Partitions[:0]
+			for _, rp := range t.Partitions {
+				tp := topicPartition{t.Topic, rp.Partition}
+				if pl, ok := want[tp]; ok {
+					set(&rp, pl)
+					kept = append(kept, rp)
+					delete(want, tp)
+				}
+			}
+			if t.Partitions = kept; len(kept) > 0 || len(want) > 0 {
+				topics = append(topics, t)
+			}
+		}
+		for tp, pl := range want { // progress franz-go does not know of
+			i := slices.IndexFunc(topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return t.Topic == tp.topic })
+			if i < 0 {
+				t := kmsg.NewTxnOffsetCommitRequestTopic()
+				t.Topic = tp.topic
+				topics, i = append(topics, t), len(topics)
+			}
+			rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+			rp.Partition = tp.partition
+			set(&rp, pl)
+			topics[i].Partitions = append(topics[i].Partitions, rp)
+		}
+		req.Topics = slices.DeleteFunc(topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return len(t.Partitions) == 0 })
+		return nil
+	})
+	committed, err := c.sess.End(ctx, kgo.TryCommit)
+	ok := committed && err == nil
+	if !ok && err == nil {
+		c.log.Info().Msg("transaction aborted by a rebalance; its records are processed again")
+	}
+	byPart := make(map[*partition]planned, len(plan))
+	for _, pl := range plan {
+		byPart[pl.p] = pl
+	}
+	for _, p := range parts {
+		pl, has := byPart[p]
+		if !has {
+			pl = planned{p: p, off: -1}
+		}
+		p.settle(ok, pl.off, pl.meta)
+	}
+	if err != nil {
+		return fmt.Errorf("end transaction: %w", err)
+	}
+	if again {
+		if err := c.sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+	}
+	return nil
+}
+
+// offsetsFetched reads the offset maps committed with the offsets this
+// member starts from, so the records they list are skipped.
+func (c *Consumer) offsetsFetched(_ context.Context, _ *kgo.Client, resp *kmsg.OffsetFetchResponse) error {
+	read := func(topic string, partition int32, offset int64, meta *string, code int16) {
+		if topic != c.cfg.Topic || code != 0 || offset < 0 || meta == nil || *meta == "" {
+			return
+		}
+		m, err := decodeOffsetMap(*meta, offset)
+		if err != nil {
+			c.log.Warn().Err(err).Str("topic", topic).Int32("partition", partition).
+				Msg("ignoring the committed offset map; records above the offset are processed again")
+			return
+		}
+		c.setSkip(topicPartition{topic, partition}, &m)
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			read(t.Topic, p.Partition, p.Offset, p.Metadata, p.ErrorCode)
+		}
+	}
+	for _, g := range resp.Groups {
+		for _, t := range g.Topics {
+			for _, p := range t.Partitions {
+				read(t.Topic, p.Partition, p.Offset, p.Metadata, p.ErrorCode)
+			}
+		}
+	}
+	return nil
+}
+
+// setSkip gives a partition the offset map it starts from.
+func (c *Consumer) setSkip(tp topicPartition, m *offsetMap) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.parts[tp]; p != nil {
+		p.mu.Lock()
+		if p.window.len() == 0 && p.skip == nil {
+			p.skip = m
+		}
+		p.mu.Unlock()
+		return
+	}
+	c.pendingSkips[tp] = m
 }

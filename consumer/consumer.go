@@ -62,6 +62,13 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MaxPollRecords bounds one poll (default 1000).
 	MaxPollRecords int
+	// Ordering is the dispatch order within a partition (default
+	// OrderUnordered).
+	Ordering Ordering
+	// TransactionalID, when set, makes the consumer exactly-once: run it
+	// with RunTransactional; outputs and input offsets commit in one
+	// Kafka transaction.
+	TransactionalID string
 	// OnShare, when set, is told this member's share of the group's work
 	// (its fraction of the topic's assigned partitions), after every
 	// rebalance and periodically.
@@ -76,12 +83,16 @@ type Consumer struct {
 	log     zerolog.Logger
 
 	cl       *kgo.Client
-	workCtx  context.Context // handlers run under it; not canceled by Run's ctx
+	sess     *kgo.GroupTransactSession // exactly-once only
+	txnMu    sync.RWMutex              // exactly-once: produces hold it shared, ending a transaction exclusively
+	noMeta   atomic.Bool               // the brokers refused offset-map metadata: commit plain offsets
+	workCtx  context.Context           // handlers run under it; not canceled by Run's ctx
 	stopWork context.CancelFunc
 	handlers sync.WaitGroup // handler goroutines
 
-	mu    sync.Mutex
-	parts map[topicPartition]*partition
+	mu           sync.Mutex
+	parts        map[topicPartition]*partition
+	pendingSkips map[topicPartition]*offsetMap // offset maps fetched before their partition was assigned
 
 	commitMu sync.Mutex // serializes commits with revocation
 
@@ -112,6 +123,8 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 		stopWork: cancel,
 		parts:    make(map[topicPartition]*partition),
 
+		pendingSkips: make(map[topicPartition]*offsetMap),
+
 		rebalanced: make(chan struct{}, 1),
 	}
 }
@@ -119,15 +132,35 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 // ClientOpts are the kgo options the consumer needs: the group, the topic,
 // manual commits and the rebalance callbacks. Add the connection options.
 func (c *Consumer) ClientOpts() []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.ConsumerGroup(c.cfg.Group),
 		kgo.ConsumeTopics(c.cfg.Topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
 		kgo.OnPartitionsAssigned(c.assigned),
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
+		kgo.OnOffsetsFetched(c.offsetsFetched),
 	}
+	if c.exactlyOnce() {
+		opts = append(opts,
+			kgo.TransactionalID(c.cfg.TransactionalID),
+			// Only committed inputs, and committed offsets only once
+			// no transaction touching them is pending.
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.RequireStableFetchOffsets(),
+		)
+	}
+	return opts
 }
+
+func (c *Consumer) exactlyOnce() bool { return c.cfg.TransactionalID != "" }
+
+// ProduceGate is held (Lock/Unlock) around every produce of a record's
+// outputs. In exactly-once mode ending a transaction waits for the
+// produces under way and holds new ones back, so each output lands in the
+// transaction that commits its record; otherwise it costs nothing.
+func (c *Consumer) ProduceGate() sync.Locker { return c.txnMu.RLocker() }
 
 // Ready reports whether the member is consuming (for /readyz): false while
 // starting, held or draining.
@@ -138,6 +171,30 @@ func (c *Consumer) Ready() bool { return c.ready.Load() && !c.held.Load() }
 // within DrainTimeout, commits, and returns. The caller closes cl
 // afterwards, which leaves the group. The error is nil after a clean drain.
 func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
+	if c.exactlyOnce() {
+		return errors.New("consumer: a transactional consumer runs with RunTransactional")
+	}
+	return c.run(ctx, cl, h)
+}
+
+// RunTransactional is Run for exactly-once mode (Config.TransactionalID
+// set): the session must be built with ClientOpts. Every CommitInterval the
+// open transaction ends, committing the outputs produced in it together
+// with the input offsets (and offset maps) they complete, and a new one
+// begins; when a rebalance aborts a transaction, its records are processed
+// again.
+func (c *Consumer) RunTransactional(ctx context.Context, sess *kgo.GroupTransactSession, h Handler) error {
+	if !c.exactlyOnce() {
+		return errors.New("consumer: RunTransactional needs Config.TransactionalID")
+	}
+	c.sess = sess
+	if err := sess.Begin(); err != nil {
+		return fmt.Errorf("consumer: begin transaction: %w", err)
+	}
+	return c.run(ctx, sess.Client(), h)
+}
+
+func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.mu.Lock()
 	c.cl, c.handler = cl, h
 	c.mu.Unlock()

@@ -16,8 +16,9 @@ func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, assigned map[stri
 		for _, id := range ps {
 			tp := topicPartition{t, id}
 			if _, ok := c.parts[tp]; !ok {
-				c.parts[tp] = newPartition(c, t, id)
+				c.parts[tp] = newPartition(c, t, id, c.pendingSkips[tp])
 			}
+			delete(c.pendingSkips, tp)
 		}
 	}
 	c.mu.Unlock()
@@ -34,6 +35,16 @@ func (c *Consumer) revoked(_ context.Context, cl *kgo.Client, revoked map[string
 	cl.ResumeFetchPartitions(revoked)
 	c.signalRebalance()
 	if len(parts) == 0 {
+		return
+	}
+	if c.exactlyOnce() {
+		// The session aborts the open transaction after any revocation,
+		// so waiting for the records would only produce into it. They
+		// are abandoned; the next owner starts from the last committed
+		// transaction. (A commit here would deadlock: the session holds
+		// its lock while this callback runs.)
+		c.log.Info().Interface("partitions", revoked).Msg("partitions revoked; abandoning in-flight records (exactly-once)")
+		c.release(parts, 0, false)
 		return
 	}
 	c.log.Info().Interface("partitions", revoked).Msg("partitions revoked; finishing in-flight records")
@@ -68,12 +79,18 @@ func (c *Consumer) take(tps map[string][]int32) []*partition {
 }
 
 // release stops parts, waits up to timeout for their in-flight records,
-// abandons the rest, commits (when commit is set) and forgets them. It holds
-// commitMu throughout, so no periodic commit for these partitions can land
-// after they are released.
+// abandons the rest, commits (when commit is set; in exactly-once mode by
+// ending the open transaction) and forgets them. It holds commitMu
+// throughout, so no periodic commit for these partitions can land after
+// they are released.
 func (c *Consumer) release(parts []*partition, timeout time.Duration, commit bool) {
-	c.commitMu.Lock()
-	defer c.commitMu.Unlock()
+	// An exactly-once revocation runs inside the transact session's lock,
+	// which a transaction ending under commitMu waits for; it commits
+	// nothing, and the open transaction aborts, so it needs no commitMu.
+	if commit || !c.exactlyOnce() {
+		c.commitMu.Lock()
+		defer c.commitMu.Unlock()
+	}
 
 	idle := make([]<-chan struct{}, len(parts))
 	for i, p := range parts {
@@ -95,7 +112,12 @@ func (c *Consumer) release(parts []*partition, timeout time.Duration, commit boo
 	for _, p := range parts {
 		p.cancel(errReleased)
 	}
-	if commit {
+	switch {
+	case commit && c.exactlyOnce():
+		if err := c.endTxn(parts, false); err != nil {
+			c.fail(err)
+		}
+	case commit:
 		c.commitLocked(parts)
 	}
 	c.mu.Lock()

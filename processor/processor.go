@@ -4,6 +4,8 @@
 // result record value (internal/result). It never touches Kafka offsets and
 // never fails on input: every record gets a result, unless the caller's
 // context ends first (then the record is abandoned and will be redone).
+// Calls can be streamed (stream.go): the result is the same, and the token
+// deltas go to a DeltaSink as they arrive.
 //
 //	p := processor.New(client, lim, processor.Config{DefaultModel: "grok-4", MaxAttempts: 6, ...})
 //	res, err := p.Process(ctx, record) // err != nil only when ctx ended
@@ -29,7 +31,9 @@ import (
 // record had a result. The record must not be committed.
 var ErrAbandoned = errors.New("processor: record abandoned")
 
-// Caller makes one chat-completions call. *api.Client implements it.
+// Caller makes one chat-completions call. *api.Client implements it, and
+// StreamCaller too: a Caller that is no StreamCaller has every record's
+// body sent as it is, with Do.
 type Caller interface {
 	Do(ctx context.Context, body []byte) (*api.Response, error)
 }
@@ -48,6 +52,15 @@ type Config struct {
 	MaxValueBytes int
 	// Observer, when set, is told about every call (metrics).
 	Observer Observer
+	// Stream streams every call; a record whose body has "stream": true
+	// is streamed regardless (see stream.go).
+	Stream bool
+	// StreamIdleTimeout is the longest wait for the next chunk of a
+	// streamed answer, the first included, so it must exceed the slowest
+	// time to first token (0 = RequestTimeout only).
+	StreamIdleTimeout time.Duration
+	// Deltas, when set, receives the deltas of streamed answers.
+	Deltas DeltaSink
 }
 
 // Observer receives what the processor sees of the API. *metrics.Metrics
@@ -60,17 +73,23 @@ type Observer interface {
 	Retry()
 	// Tokens reports the usage of one answer.
 	Tokens(model string, prompt, completion, reasoning int)
+	// Stream reports a streamed call: its time to first token (0 when
+	// no token came) and its completion plus reasoning tokens per second
+	// after the first token (0 when unknown).
+	Stream(model string, ttft time.Duration, tokensPerSecond float64)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) APICall(string, int, time.Duration) {}
-func (nopObserver) Retry()                             {}
-func (nopObserver) Tokens(string, int, int, int)       {}
+func (nopObserver) APICall(string, int, time.Duration)    {}
+func (nopObserver) Retry()                                {}
+func (nopObserver) Tokens(string, int, int, int)          {}
+func (nopObserver) Stream(string, time.Duration, float64) {}
 
 // Processor processes records; it is safe for concurrent use.
 type Processor struct {
 	api         Caller
+	streamer    StreamCaller // api, when it can stream; else nil
 	lim         *limiter.Limiter
 	cfg         Config
 	now         func() time.Time
@@ -87,7 +106,8 @@ func New(c Caller, lim *limiter.Limiter, cfg Config) *Processor {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Processor{api: c, lim: lim, cfg: cfg, now: time.Now}
+	streamer, _ := c.(StreamCaller)
+	return &Processor{api: c, streamer: streamer, lim: lim, cfg: cfg, now: time.Now}
 }
 
 // Process returns the result of one record. The error is non-nil (and
@@ -115,7 +135,7 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 	}
 	res.CustomID = req.CustomID
 
-	resp, attempts, err := p.call(ctx, req)
+	resp, attempts, err := p.call(ctx, req, p.streamOf(rec, req))
 	res.Attempts = attempts
 	res.LatencyMS = p.now().Sub(start).Milliseconds()
 	if ctx.Err() != nil {
@@ -136,7 +156,8 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 
 // call makes up to MaxAttempts attempts, honouring Retry-After when the
 // API asks for a longer wait than the backoff would take.
-func (p *Processor) call(ctx context.Context, req prompt.Request) (resp *api.Response, attempts int, err error) {
+// rs is nil unless the record is streamed.
+func (p *Processor) call(ctx context.Context, req prompt.Request, rs *recordStream) (resp *api.Response, attempts int, err error) {
 	est := estimateTokens(req.Body)
 	var hint time.Duration
 	err = retryDo(ctx, p.backoff(&hint), func(ctx context.Context) error {
@@ -144,7 +165,7 @@ func (p *Processor) call(ctx context.Context, req prompt.Request) (resp *api.Res
 		if attempts > 1 {
 			p.cfg.Observer.Retry()
 		}
-		resp, err = p.attempt(ctx, req, est)
+		resp, err = p.attempt(ctx, req, est, rs)
 		hint = api.RetryAfter(err)
 		return err
 	})
@@ -155,14 +176,14 @@ func (p *Processor) call(ctx context.Context, req prompt.Request) (resp *api.Res
 // said. An answer saying the account cannot go on (quota, 401, 403) is not
 // this record's failure: the limiter pauses every call until a probe
 // succeeds, and the record waits for that instead of using up attempts.
-func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEstimate) (*api.Response, error) {
+func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEstimate, rs *recordStream) (*api.Response, error) {
 	for {
 		permit, err := p.lim.Acquire(ctx, p.request(req.Model, est))
 		if err != nil {
 			return nil, err
 		}
 		start := p.now()
-		resp, err := p.do(ctx, req.Body)
+		resp, err := p.do(ctx, req, rs)
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
@@ -176,10 +197,14 @@ func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEs
 	}
 }
 
-func (p *Processor) do(ctx context.Context, body []byte) (*api.Response, error) {
+// do makes one call, bounded by RequestTimeout; streamed when rs is set.
+func (p *Processor) do(ctx context.Context, req prompt.Request, rs *recordStream) (*api.Response, error) {
+	if rs != nil {
+		return p.doStream(ctx, req, rs)
+	}
 	actx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
 	defer cancel()
-	return p.api.Do(actx, body)
+	return p.api.Do(actx, req.Body)
 }
 
 // classify names the failure of the last attempt.

@@ -19,6 +19,9 @@ type Publisher struct {
 	cl          *kgo.Client
 	outputTopic string
 	dlqTopic    string
+	// Gate, when set, is held around the produces of one record's
+	// outputs (exactly-once: the consumer's transaction boundary).
+	Gate sync.Locker
 }
 
 // NewPublisher returns a Publisher producing through cl, which should be
@@ -42,6 +45,8 @@ func (p *Publisher) Publish(ctx context.Context, in *kgo.Record, res *result.Res
 		records = append(records, p.deadLetter(in, res))
 	}
 	acks := newAckGroup(len(records), done)
+	unlock := p.lock()
+	defer unlock()
 	p.cl.Produce(ctx, records[0], func(r *kgo.Record, err error) {
 		if errors.Is(err, kerr.MessageTooLarge) && !res.Failed() {
 			// Not from inside the promise: Produce may block on a full
@@ -69,8 +74,19 @@ func (p *Publisher) publishTooLarge(ctx context.Context, in *kgo.Record, res *re
 		return
 	}
 	acks.add(1)
+	unlock := p.lock()
+	defer unlock()
 	p.cl.Produce(ctx, p.resultRecord(in, value), func(_ *kgo.Record, err error) { acks.ack(err) })
 	p.cl.Produce(ctx, p.deadLetter(in, &small), func(_ *kgo.Record, err error) { acks.ack(err) })
+}
+
+// lock takes the gate, if any, and returns its release.
+func (p *Publisher) lock() (unlock func()) {
+	if p.Gate == nil {
+		return func() {}
+	}
+	p.Gate.Lock()
+	return p.Gate.Unlock
 }
 
 // resultRecord keeps the input's key and headers.

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/grouplag"
 	"github.com/sluice-dev/sluice/internal/kafkaconn"
 	"github.com/sluice-dev/sluice/internal/limiter"
 	"github.com/sluice-dev/sluice/internal/metrics"
@@ -59,6 +60,10 @@ type pipelineOptions struct {
 // consumer -> processor -> producer, serves the ops endpoint, and on the way
 // out drains, commits and leaves the group.
 func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipelineOptions) error {
+	ordering, err := consumer.ParseOrdering(cfg.Ordering)
+	if err != nil {
+		return fmt.Errorf("%s_ORDERING: %w", config.Prefix, err)
+	}
 	reg := prometheus.NewRegistry()
 	kmetrics := kprom.NewMetrics("sluice_kafka", kprom.Registry(reg))
 	m := metrics.New(reg)
@@ -88,14 +93,6 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		// fetching and leave the load balancer (readiness false).
 		OnPause: func(paused bool) { cons.Hold(paused) },
 	})
-	proc := processor.New(apiClient, lim, processor.Config{
-		DefaultModel:   cfg.Model,
-		RequestTimeout: cfg.RequestTimeout,
-		MaxAttempts:    cfg.MaxAttempts,
-		RetryBase:      cfg.RetryBase,
-		RetryMax:       cfg.RetryMax,
-		Observer:       m,
-	})
 	cons = consumer.New(consumer.Config{
 		Group:           cfg.Group,
 		Topic:           cfg.InputTopic,
@@ -103,6 +100,8 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		CommitInterval:  cfg.CommitInterval,
 		RevokeTimeout:   cfg.RevokeTimeout,
 		DrainTimeout:    cfg.DrainTimeout,
+		Ordering:        ordering,
+		TransactionalID: transactionalID(cfg),
 		// The budgets are the group's: each member takes its share.
 		OnShare: lim.SetShare,
 	}, log)
@@ -130,14 +129,41 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 	kopts = append(kopts, cons.ClientOpts()...)
 	kopts = append(kopts, opt.kafkaOpts...)
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+	var cl *kgo.Client
+	var sess *kgo.GroupTransactSession
+	if cfg.Mode == config.ExactlyOnce {
+		sess, err = kgo.NewGroupTransactSession(kopts...)
+		if err != nil {
+			return fmt.Errorf("kafka client: %w", err)
+		}
+		defer sess.Close() // aborts an open transaction, leaves the group
+		cl = sess.Client()
+	} else {
+		cl, err = kgo.NewClient(kopts...)
+		if err != nil {
+			return fmt.Errorf("kafka client: %w", err)
+		}
+		defer cl.Close() // leaves the group
 	}
-	defer cl.Close() // leaves the group
-	if err := checkTopics(ctx, cl, cfg.Kafka); err != nil {
+	if err := checkTopics(ctx, cl, cfg.Kafka, cfg.StreamTopic); err != nil {
 		return err
 	}
+	deltas, releaseDeltas, err := newDeltaSink(cl, cfg.StreamTopic, cfg.Kafka, m, log, kgo.WithLogger(kzerolog.New(&klog))) // stream.go
+	if err != nil {
+		return err
+	}
+	defer releaseDeltas() // runs once the consumer has stopped
+	proc := processor.New(apiClient, lim, processor.Config{
+		DefaultModel:      cfg.Model,
+		RequestTimeout:    cfg.RequestTimeout,
+		MaxAttempts:       cfg.MaxAttempts,
+		RetryBase:         cfg.RetryBase,
+		RetryMax:          cfg.RetryMax,
+		Observer:          m,
+		Stream:            cfg.Stream,
+		StreamIdleTimeout: cfg.StreamIdleTimeout,
+		Deltas:            deltas,
+	})
 
 	if cfg.HTTPAddr != "" {
 		srv := ops.New(cfg.HTTPAddr, reg, cons.Ready)
@@ -158,11 +184,23 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 
 	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
+	pub.Gate = cons.ProduceGate()
 	registerStateGauges(reg, lim, cons)
+	// Every replica reports the whole group's lag (dashboards take the
+	// max over replicas); the watcher stops before the client closes.
+	lag := grouplag.New(cl, grouplag.Config{Group: cfg.Group, Topic: cfg.InputTopic, Log: log})
+	metrics.RegisterGroupLag(reg, lag.Lag)
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); lag.Run(lagCtx) }()
+	defer func() { stopLag(); <-lagDone }()
 	h := pipeline{proc: proc, pub: pub, metrics: m, observe: opt.observe}
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
 		Int("max_in_flight", cfg.MaxInFlight).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
-		Stringer("model_limits", cfg.ModelLimits).Msg("starting")
+		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Stringer("ordering", ordering).Msg("starting")
+	if sess != nil {
+		return cons.RunTransactional(ctx, sess, h)
+	}
 	return cons.Run(ctx, cl, h)
 }
 
@@ -204,8 +242,7 @@ func registerStateGauges(reg prometheus.Registerer, lim *limiter.Limiter, cons *
 			Paused: s.Paused, TokensAvailable: s.TokensAvailable, Share: s.Share,
 		}
 	})
-	metrics.RegisterPartitionGauge(reg, "sluice_partition_uncommitted_records",
-		"Records held per partition (fetched or in flight, not yet committed).",
+	metrics.RegisterUncommitted(reg,
 		func() map[string]map[int32]int64 {
 			out := make(map[string]map[int32]int64)
 			for t, parts := range cons.Uncommitted() {
@@ -219,8 +256,8 @@ func registerStateGauges(reg prometheus.Registerer, lim *limiter.Limiter, cons *
 }
 
 // checkTopics fails fast, naming the variable, when a topic is missing or
-// the brokers cannot be reached.
-func checkTopics(ctx context.Context, cl *kgo.Client, k config.Kafka) error {
+// the brokers cannot be reached. streamTopic is checked when set.
+func checkTopics(ctx context.Context, cl *kgo.Client, k config.Kafka, streamTopic string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
@@ -229,13 +266,21 @@ func checkTopics(ctx context.Context, cl *kgo.Client, k config.Kafka) error {
 		}
 		return fmt.Errorf("%s_BROKERS %s: cannot reach Kafka: %w", config.Prefix, strings.Join(k.Brokers, ","), err)
 	}
-	details, err := kadm.NewClient(cl).ListTopics(ctx, k.InputTopic, k.OutputTopic, k.DLQTopic)
+	topics := []struct{ name, topic string }{
+		{"INPUT_TOPIC", k.InputTopic}, {"OUTPUT_TOPIC", k.OutputTopic}, {"DLQ_TOPIC", k.DLQTopic},
+	}
+	if streamTopic != "" {
+		topics = append(topics, struct{ name, topic string }{"STREAM_TOPIC", streamTopic})
+	}
+	names := make([]string, 0, len(topics))
+	for _, t := range topics {
+		names = append(names, t.topic)
+	}
+	details, err := kadm.NewClient(cl).ListTopics(ctx, names...)
 	if err != nil {
 		return fmt.Errorf("kafka: list topics: %w", err)
 	}
-	for _, t := range []struct{ name, topic string }{
-		{"INPUT_TOPIC", k.InputTopic}, {"OUTPUT_TOPIC", k.OutputTopic}, {"DLQ_TOPIC", k.DLQTopic},
-	} {
+	for _, t := range topics {
 		d, ok := details[t.topic]
 		if !ok || d.Err != nil {
 			cause := "does not exist"
@@ -275,4 +320,26 @@ func modelBudgets(m config.ModelLimits) map[string]limiter.Budget {
 		out[model] = limiter.Budget{RPM: b.RPM, TPM: b.TPM}
 	}
 	return out
+}
+
+// transactionalID is this replica's transactional.id in exactly-once mode
+// ("" otherwise): unique in the group, and stable across restarts where it
+// can be, so a restarted replica fences its predecessor's open transaction
+// at once instead of waiting for it to time out.
+func transactionalID(cfg config.Consume) string {
+	switch {
+	case cfg.Mode != config.ExactlyOnce:
+		return ""
+	case cfg.TransactionalID != "":
+		return cfg.TransactionalID
+	case cfg.InstanceID != "":
+		return cfg.Group + "-" + cfg.InstanceID
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "sluice"
+	}
+	// In a container the pid is the same after a restart; on a shared
+	// host it keeps two replicas apart.
+	return fmt.Sprintf("%s-%s-%d", cfg.Group, host, os.Getpid())
 }

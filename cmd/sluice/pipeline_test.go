@@ -26,21 +26,28 @@ import (
 
 // stubAPI is an OpenAI-compatible endpoint whose behaviour the prompt
 // text selects: "status-NNN" answers NNN, "flaky" fails with 503 on its first
-// attempt, "slow" waits for release, anything else answers 200 with an echo.
+// attempt, "sleep-MS..." answers after MS milliseconds, "slow" waits for
+// release, anything else answers 200 with an echo.
 type stubAPI struct {
 	mu      sync.Mutex
 	seen    map[string]int // attempts per prompt text
 	bodies  map[string][]byte
 	calls   atomic.Int64
+	active  atomic.Int64 // calls being answered now
 	release chan struct{}
+	unblock func() // closes release, once
 }
 
 func newStubAPI() *stubAPI {
-	return &stubAPI{seen: map[string]int{}, bodies: map[string][]byte{}, release: make(chan struct{})}
+	s := &stubAPI{seen: map[string]int{}, bodies: map[string][]byte{}, release: make(chan struct{})}
+	s.unblock = sync.OnceFunc(func() { close(s.release) })
+	return s
 }
 
 func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.calls.Add(1)
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	body, _ := io.ReadAll(r.Body)
 	var req struct {
 		Model    string `json:"model"`
@@ -70,6 +77,14 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case text == "flaky" && attempt == 1:
 		w.WriteHeader(503)
 		return
+	case strings.HasPrefix(text, "sleep-"):
+		var ms int
+		fmt.Sscanf(text, "sleep-%d", &ms)
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
 	case strings.HasPrefix(text, "slow"):
 		select {
 		case <-s.release:
@@ -98,12 +113,13 @@ func newTestStack(t testing.TB, partitions int32) *testStack {
 	stub := newStubAPI()
 	srv := httptest.NewServer(stub)
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(stub.release) })
+	t.Cleanup(stub.unblock)
 	cfg := config.Consume{
 		Kafka: config.Kafka{Brokers: c.ListenAddrs(), Group: "sluice", InputTopic: "prompts", OutputTopic: "completions", DLQTopic: "prompts.dlq"},
 		API: config.API{BaseURL: srv.URL + "/v1", Model: "grok-4", RequestTimeout: 5 * time.Second,
-			MaxAttempts: 3, RetryBase: time.Millisecond, RetryMax: 10 * time.Millisecond},
+			MaxAttempts: 3, RetryBase: time.Millisecond, RetryMax: 10 * time.Millisecond, StreamIdleTimeout: 5 * time.Second},
 		Limits:         config.Limits{MaxInFlight: 64, PartitionWindow: 128, QuotaProbeInterval: time.Second},
+		Delivery:       config.Delivery{Mode: config.AtLeastOnce, Ordering: "unordered"},
 		CommitInterval: 50 * time.Millisecond,
 		DrainTimeout:   5 * time.Second,
 		RevokeTimeout:  5 * time.Second,
@@ -362,10 +378,11 @@ func TestPipelineDrainAbandonsWithoutCommit(t *testing.T) {
 	if got := s.committed(t)[0]; got != 5 {
 		t.Fatalf("committed offset = %d, want 5 (the stuck record)", got)
 	}
-	close(s.api.release)
-	s.api.release = make(chan struct{}) // for the cleanup
+	s.api.unblock()
 	s.member(t)
-	all := s.collect(t, "completions", 19+15) // 5..19 are redone
+	// The commit's offset map lists 6..19 as done: only the stuck record
+	// is redone.
+	all := s.collect(t, "completions", 20)
 	seen := map[string]int{}
 	for _, r := range all {
 		var res result.Result
@@ -373,10 +390,11 @@ func TestPipelineDrainAbandonsWithoutCommit(t *testing.T) {
 		seen[res.CustomID]++
 	}
 	for i := range 20 {
-		if seen[fmt.Sprintf("c-%d", i)] == 0 {
-			t.Errorf("c-%d lost", i)
+		if n := seen[fmt.Sprintf("c-%d", i)]; n != 1 {
+			t.Errorf("c-%d has %d results, want 1", i, n)
 		}
 	}
+	waitFor(t, 10*time.Second, "offset 20 committed after the redo", func() bool { return s.committed(t)[0] == 20 })
 }
 
 // TestPipelineRebalanceNoLoss moves partitions between members mid-run.

@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 }
 
 // startProcess runs `sluice consume` as a child process against the stack.
-func (s *testStack) startProcess(t *testing.T) *exec.Cmd {
+// extraEnv adds or overrides variables.
+func (s *testStack) startProcess(t *testing.T, extraEnv ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
@@ -47,6 +48,7 @@ func (s *testStack) startProcess(t *testing.T) *exec.Cmd {
 		// A killed member's partitions move after this; Kafka's minimum.
 		"SLUICE_SESSION_TIMEOUT=6s",
 	)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	logs := &syncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {

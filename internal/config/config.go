@@ -77,6 +77,16 @@ type API struct {
 	MaxAttempts    int           `envconfig:"SLUICE_MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
 	RetryBase      time.Duration `envconfig:"SLUICE_RETRY_BASE" default:"500ms" desc:"first retry backoff (exponential, jittered)"`
 	RetryMax       time.Duration `envconfig:"SLUICE_RETRY_MAX" default:"30s" desc:"cap of one retry backoff"`
+	// Stream makes every call a streamed one; records whose body has
+	// "stream": true are streamed whatever it says.
+	Stream bool `envconfig:"SLUICE_STREAM" default:"false" desc:"stream every API call (records with stream true in the body are streamed anyway)"`
+	// StreamTopic, when set, receives the token deltas of streamed calls.
+	StreamTopic string `envconfig:"SLUICE_STREAM_TOPIC" desc:"topic of the token deltas of streamed calls, keyed by custom_id; empty = deltas are not published"`
+	// StreamIdleTimeout is the longest silence of a stream, before its
+	// first chunk included: a reasoning model thinks silently, so it must
+	// exceed the slowest time to first token. SLUICE_REQUEST_TIMEOUT
+	// still bounds the whole call.
+	StreamIdleTimeout time.Duration `envconfig:"SLUICE_STREAM_IDLE_TIMEOUT" default:"60s" desc:"longest wait for a stream's next chunk (retried as a timeout); must exceed the slowest time to first token of reasoning models"`
 }
 
 // Limits bound how hard sluice drives the API and how much it buffers.
@@ -94,6 +104,7 @@ type Consume struct {
 	Kafka
 	API
 	Limits
+	Delivery
 	HTTPAddr       string        `envconfig:"SLUICE_HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
 	CommitInterval time.Duration `envconfig:"SLUICE_COMMIT_INTERVAL" default:"1s" desc:"how often finished offsets are committed"`
 	DrainTimeout   time.Duration `envconfig:"SLUICE_DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
@@ -125,7 +136,13 @@ func (c Consume) Validate() error {
 	if err := c.API.Validate(); err != nil {
 		return err
 	}
+	if err := c.API.validateStreamTopic(c.Kafka); err != nil {
+		return err
+	}
 	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
+	if err := c.Delivery.Validate(); err != nil {
 		return err
 	}
 	for _, d := range []struct {
@@ -195,7 +212,26 @@ func (a API) Validate() error {
 	if a.RetryBase <= 0 || a.RetryMax < a.RetryBase {
 		return invalid("RETRY_BASE", "must be positive and at most SLUICE_RETRY_MAX, got %s", a.RetryBase)
 	}
+	if a.StreamIdleTimeout <= 0 {
+		return invalid("STREAM_IDLE_TIMEOUT", "must be a positive duration, got %s", a.StreamIdleTimeout)
+	}
 	return a.validateKeyFile()
+}
+
+// validateStreamTopic checks that the stream topic, when set, is none of
+// the topics of k.
+func (a API) validateStreamTopic(k Kafka) error {
+	if a.StreamTopic == "" {
+		return nil
+	}
+	if strings.TrimSpace(a.StreamTopic) == "" {
+		return invalid("STREAM_TOPIC", "must not be blank (unset it to publish no deltas)")
+	}
+	switch a.StreamTopic {
+	case k.InputTopic, k.OutputTopic, k.DLQTopic:
+		return invalid("STREAM_TOPIC", "must differ from SLUICE_INPUT_TOPIC, SLUICE_OUTPUT_TOPIC and SLUICE_DLQ_TOPIC, got %q", a.StreamTopic)
+	}
+	return nil
 }
 
 // Validate checks the limits.

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/result"
+)
+
+// collectCommitted reads want records of topic as a read_committed
+// consumer: what a downstream reader of an exactly-once run sees.
+func (s *testStack) collectCommitted(t testing.TB, topic string, want int) []*kgo.Record {
+	t.Helper()
+	return s.collectWith(t, topic, want, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+}
+
+func (s *testStack) collectWith(t testing.TB, topic string, want int, opts ...kgo.Opt) []*kgo.Record {
+	t.Helper()
+	cl := s.client(t, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%s: got %d records, want %d", topic, len(out), want)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func TestExactlyOnceSmoke(t *testing.T) {
+	s := newTestStack(t, 2)
+	s.cfg.Mode = config.ExactlyOnce
+	s.cfg.CommitInterval = 100 * time.Millisecond
+	var recs []*kgo.Record
+	for i := range 50 {
+		recs = append(recs, &kgo.Record{Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"p-%d"}`, i, i)})
+	}
+	recs = append(recs, &kgo.Record{Value: []byte(`{"custom_id":"bad","prompt":"status-400"}`)})
+	s.produce(t, recs...)
+	stop := s.member(t)
+	got := countByID(t, s.collectCommitted(t, "completions", len(recs)))
+	for i := range 50 {
+		if n := got[fmt.Sprintf("c-%d", i)]; n != 1 {
+			t.Errorf("c-%d: %d results", i, n)
+		}
+	}
+	if got["bad"] != 1 {
+		t.Errorf("bad: %d results", got["bad"])
+	}
+	s.collectCommitted(t, "prompts.dlq", 1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	c := s.committed(t)
+	if c[0]+c[1] != int64(len(recs)) {
+		t.Errorf("committed offsets %v, want them to sum to %d", c, len(recs))
+	}
+}
+
+// orderAPI answers after a random short delay and records, per key (the
+// prompt text is "<key>/<seq>"), how many calls were in flight at once.
+type orderAPI struct {
+	mu          sync.Mutex
+	inFlight    map[string]int
+	maxPerKey   int
+	total, peak int
+}
+
+func (a *orderAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Messages []struct {
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	key, _, _ := strings.Cut(req.Messages[0].Content, "/")
+	a.mu.Lock()
+	a.inFlight[key]++
+	a.total++
+	a.maxPerKey = max(a.maxPerKey, a.inFlight[key])
+	a.peak = max(a.peak, a.total)
+	a.mu.Unlock()
+	time.Sleep(time.Duration(rand.IntN(15)) * time.Millisecond) // the API's latency, varied so unordered results would reorder
+	a.mu.Lock()
+	a.inFlight[key]--
+	a.total--
+	a.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+}
+
+// TestOrderingModes: key keeps each key's results in input order while keys
+// run in parallel; partition runs one record at a time.
+func TestOrderingModes(t *testing.T) {
+	for _, tc := range []struct {
+		ordering          string
+		wantMaxPerKey     int
+		wantParallelKeys  bool
+		wantOrderedByKeys bool
+	}{
+		{"key", 1, true, true},
+		{"partition", 1, false, true},
+		{"unordered", 0, true, false}, // the control: one key's calls overlap
+	} {
+		t.Run(tc.ordering, func(t *testing.T) {
+			api := &orderAPI{inFlight: map[string]int{}}
+			srv := httptest.NewServer(api)
+			t.Cleanup(srv.Close)
+			s := newTestStack(t, 2)
+			s.cfg.BaseURL = srv.URL
+			s.cfg.Ordering = tc.ordering
+			const keys, perKey = 6, 15
+			var recs []*kgo.Record
+			for seq := range perKey {
+				for k := range keys {
+					id := fmt.Sprintf("k%d/%02d", k, seq)
+					recs = append(recs, &kgo.Record{Key: fmt.Appendf(nil, "k%d", k),
+						Value: fmt.Appendf(nil, `{"custom_id":%q,"prompt":%q}`, id, id)})
+				}
+			}
+			s.produce(t, recs...)
+			s.member(t)
+			out := s.collect(t, "completions", len(recs))
+			// Output records keep the input key, so one key's results
+			// share a partition: their offsets give the publish order.
+			last := map[string]string{}
+			for _, r := range out {
+				var res result.Result
+				if err := json.Unmarshal(r.Value, &res); err != nil {
+					t.Fatal(err)
+				}
+				key, _, _ := strings.Cut(res.CustomID, "/")
+				if string(r.Key) != key {
+					t.Fatalf("result %s has key %q", res.CustomID, r.Key)
+				}
+				if prev := last[key]; tc.wantOrderedByKeys && prev > res.CustomID {
+					t.Errorf("%s published after %s", res.CustomID, prev)
+				}
+				last[key] = res.CustomID
+			}
+			api.mu.Lock()
+			defer api.mu.Unlock()
+			if tc.wantMaxPerKey == 0 && api.maxPerKey < 2 {
+				t.Errorf("unordered: at most %d call in flight per key; the check cannot see overlap", api.maxPerKey)
+			}
+			if tc.wantMaxPerKey > 0 && api.maxPerKey != tc.wantMaxPerKey {
+				t.Errorf("max calls in flight for one key = %d, want %d", api.maxPerKey, tc.wantMaxPerKey)
+			}
+			// Two partitions: at most 2 at once in partition mode; key
+			// mode runs the 6 keys side by side.
+			if tc.wantParallelKeys && api.peak < 3 {
+				t.Errorf("peak calls in flight = %d; keys did not run in parallel", api.peak)
+			}
+			if !tc.wantParallelKeys && api.peak > 2 {
+				t.Errorf("peak calls in flight = %d with 2 partitions in partition order", api.peak)
+			}
+		})
+	}
+}
