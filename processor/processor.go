@@ -50,6 +50,10 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// MaxValueBytes rejects larger input values (0 = no limit).
 	MaxValueBytes int
+	// RecordDeadline bounds the time one record may take, attempts,
+	// backoffs and limiter pauses included; 0 means none. A record past it
+	// fails with code expired.
+	RecordDeadline time.Duration
 	// Observer, when set, is told about every call (metrics).
 	Observer Observer
 	// Stream streams every call; a record whose body has "stream": true
@@ -135,11 +139,26 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 	}
 	res.CustomID = req.CustomID
 
-	resp, attempts, err := p.call(ctx, req, p.streamOf(rec, req))
+	callCtx := ctx
+	if p.cfg.RecordDeadline > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeoutCause(ctx, p.cfg.RecordDeadline, errExpired)
+		defer cancel()
+	}
+	resp, attempts, err := p.call(callCtx, req, p.streamOf(rec, req))
 	res.Attempts = attempts
 	res.LatencyMS = p.now().Sub(start).Milliseconds()
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAbandoned, context.Cause(ctx))
+	}
+	if callCtx.Err() != nil {
+		// The deadline ended the attempts: a failure of its own, whatever
+		// the last attempt said.
+		msg := fmt.Sprintf("the record did not finish within %s (retries and pauses included)", p.cfg.RecordDeadline)
+		if err != nil && !errors.Is(err, errExpired) {
+			msg += "; last error: " + err.Error()
+		}
+		err = &expiredError{msg: msg}
 	}
 	if resp != nil {
 		res.Response = &result.Response{StatusCode: resp.StatusCode, Body: resp.JSONBody()}
@@ -207,10 +226,21 @@ func (p *Processor) do(ctx context.Context, req prompt.Request, rs *recordStream
 	return p.api.Do(actx, req.Body)
 }
 
+// errExpired is the cause of a record context whose deadline passed.
+var errExpired = errors.New("record deadline passed")
+
+// expiredError is the failure of a record that ran out of time.
+type expiredError struct{ msg string }
+
+func (e *expiredError) Error() string { return e.msg }
+
 // classify names the failure of the last attempt.
 func classify(err error) *result.Error {
 	code := result.CodeAPIError
+	var expired *expiredError
 	switch {
+	case errors.As(err, &expired):
+		code = result.CodeExpired
 	case errors.Is(err, api.ErrTimeout):
 		code = result.CodeTimeout
 	case api.Retryable(err):

@@ -159,6 +159,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		MaxAttempts:       cfg.MaxAttempts,
 		RetryBase:         cfg.RetryBase,
 		RetryMax:          cfg.RetryMax,
+		RecordDeadline:    cfg.RecordDeadline,
 		Observer:          m,
 		Stream:            cfg.Stream,
 		StreamIdleTimeout: cfg.StreamIdleTimeout,

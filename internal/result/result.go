@@ -29,6 +29,9 @@ const (
 	CodeRetriesExhausted = "retries_exhausted"
 	// CodeResultTooLarge: the API's answer does not fit in a Kafka record.
 	CodeResultTooLarge = "result_too_large"
+	// CodeExpired: the record did not finish within SLUICE_RECORD_DEADLINE,
+	// retries and pauses included (OpenAI Batch's batch_expired).
+	CodeExpired = "expired"
 )
 
 // Headers added to a dead letter, beside the input's own headers.
