@@ -94,8 +94,8 @@ func demo(ctx context.Context, o demoOptions) error {
 		if err != nil {
 			return err
 		}
-		if env.Key == "" {
-			return errors.New("demo --real needs XAI_API_KEY (or SLUICE_API_KEY)")
+		if env.Key == "" && env.KeyFile == "" {
+			return errors.New("demo --real needs XAI_API_KEY (or SLUICE_API_KEY or SLUICE_API_KEY_FILE)")
 		}
 		cfg.API = env.API
 	} else {
