@@ -88,9 +88,10 @@ func (c *Consumer) commitLocked(parts []*partition) {
 		for i := range req.Topics {
 			t := &req.Topics[i]
 			for j := range t.Partitions {
-				if meta := metas[topicPartition{t.Topic, t.Partitions[j].Partition}]; meta != "" {
-					t.Partitions[j].Metadata = &meta
-				}
+				// Always ours: franz-go would write its member id, which a
+				// reader would take for a map it cannot decode.
+				meta := metas[topicPartition{t.Topic, t.Partitions[j].Partition}]
+				t.Partitions[j].Metadata = &meta
 			}
 		}
 		return nil
@@ -157,11 +158,8 @@ func (c *Consumer) endTxn(parts []*partition, again bool) error {
 			}
 		}
 		set := func(rp *kmsg.TxnOffsetCommitRequestTopicPartition, pl planned) {
-			rp.Offset, rp.LeaderEpoch, rp.Metadata = pl.off, pl.epoch, nil
-			if pl.meta != "" {
-				meta := pl.meta
-				rp.Metadata = &meta
-			}
+			meta := pl.meta // "" rather than franz-go's member id
+			rp.Offset, rp.LeaderEpoch, rp.Metadata = pl.off, pl.epoch, &meta
 		}
 		topics := req.Topics[:0]
 		for _, t := range req.Topics {
@@ -228,6 +226,9 @@ func (c *Consumer) offsetsFetched(_ context.Context, _ *kgo.Client, resp *kmsg.O
 			return
 		}
 		m, err := decodeOffsetMap(*meta, offset)
+		if errors.Is(err, errOffsetMapVersion) && !looksLikeOffsetMap(*meta) {
+			return // metadata another committer wrote (franz-go writes its member id)
+		}
 		if err != nil {
 			c.log.Warn().Err(err).Str("topic", topic).Int32("partition", partition).
 				Msg("ignoring the committed offset map; records above the offset are processed again")
@@ -263,4 +264,15 @@ func (c *Consumer) setSkip(tp topicPartition, m *offsetMap) {
 		return
 	}
 	c.pendingSkips[tp] = m
+}
+
+// looksLikeOffsetMap reports whether meta has the shape of any version of
+// the offset map, "s<digits>:...", so that only a map this build cannot read
+// is worth a warning.
+func looksLikeOffsetMap(meta string) bool {
+	i := 1
+	for i < len(meta) && meta[i] >= '0' && meta[i] <= '9' {
+		i++
+	}
+	return len(meta) > 2 && meta[0] == 's' && i > 1 && i < len(meta) && meta[i] == ':'
 }

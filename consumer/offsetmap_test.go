@@ -493,3 +493,20 @@ func BenchmarkOffsetMapDecode(b *testing.B) {
 		})
 	}
 }
+
+func TestLooksLikeOffsetMap(t *testing.T) {
+	for meta, want := range map[string]bool{
+		"s1:r:5:AQ":   true,
+		"s2:x:0:":     true,
+		"s12:":        true,
+		"sluice-ab12": false, // a franz-go member id
+		"s:":          false,
+		"s1":          false,
+		"":            false,
+		"1:r:5:AQ":    false,
+	} {
+		if got := looksLikeOffsetMap(meta); got != want {
+			t.Errorf("looksLikeOffsetMap(%q) = %v, want %v", meta, got, want)
+		}
+	}
+}
