@@ -60,6 +60,9 @@ func (s *testStack) startProcess(t *testing.T, extraEnv ...string) *exec.Cmd {
 		if strings.Contains(logs.String(), "sk-test-secret") {
 			t.Errorf("the API key appears in the logs")
 		}
+		if strings.Contains(logs.String(), confidentialPrompt) {
+			t.Errorf("a prompt appears in the logs")
+		}
 		if t.Failed() {
 			t.Logf("child logs:\n%s", logs.String())
 		}
@@ -99,6 +102,10 @@ func countByID(t *testing.T, recs []*kgo.Record) map[string]int {
 	return seen
 }
 
+// confidentialPrompt is in the prompts of the process tests; the child's
+// logs must never contain it.
+const confidentialPrompt = "confidential-question"
+
 // TestProcessSIGTERMThenRestart: SIGTERM drains, commits and exits 0; the
 // restarted process redoes nothing.
 func TestProcessSIGTERMThenRestart(t *testing.T) {
@@ -106,7 +113,7 @@ func TestProcessSIGTERMThenRestart(t *testing.T) {
 	const n = 300
 	var recs []*kgo.Record
 	for i := range n {
-		recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"p-%d"}`, i, i)})
+		recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"%s-%d"}`, i, confidentialPrompt, i)})
 	}
 	s.produce(t, recs[:n/2]...)
 	cmd := s.startProcess(t)
