@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -23,22 +22,6 @@ import (
 func (s *testStack) collectCommitted(t testing.TB, topic string, want int) []*kgo.Record {
 	t.Helper()
 	return s.collectWith(t, topic, want, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-}
-
-func (s *testStack) collectWith(t testing.TB, topic string, want int, opts ...kgo.Opt) []*kgo.Record {
-	t.Helper()
-	cl := s.client(t, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("%s: got %d records, want %d", topic, len(out), want)
-		}
-		out = append(out, fs.Records()...)
-	}
-	return out
 }
 
 func TestExactlyOnceSmoke(t *testing.T) {

@@ -173,7 +173,14 @@ func (s *testStack) produce(t testing.TB, recs ...*kgo.Record) {
 // collect reads topic from the start until want records arrived.
 func (s *testStack) collect(t testing.TB, topic string, want int) []*kgo.Record {
 	t.Helper()
-	cl := s.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	return s.collectWith(t, topic, want)
+}
+
+// collectWith reads want records of topic from the start with a reader
+// built with opts.
+func (s *testStack) collectWith(t testing.TB, topic string, want int, opts ...kgo.Opt) []*kgo.Record {
+	t.Helper()
+	cl := s.client(t, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out []*kgo.Record
