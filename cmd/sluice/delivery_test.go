@@ -154,3 +154,38 @@ func TestOrderingModes(t *testing.T) {
 		})
 	}
 }
+
+// TestBacklogStaysBounded: with a large backlog and an API that does not
+// answer, a partition holds at most its window of records plus one poll
+// and has at most a window of calls in flight: memory does not grow with
+// the backlog.
+func TestBacklogStaysBounded(t *testing.T) {
+	s := newTestStack(t, 1)
+	s.cfg.HTTPAddr = freeAddr(t)
+	s.cfg.PartitionWindow = 100
+	s.cfg.MaxInFlight = 1000
+	const n = 5000
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"slow %d"}`, i, i)}
+	}
+	s.produce(t, recs...)
+	s.member(t)
+	const maxPoll = 1000 // consumer.Config.MaxPollRecords' default
+	held := func() float64 {
+		return scrape(t, s.cfg.HTTPAddr)[`sluice_partition_uncommitted_records{partition="0",topic="prompts"}`]
+	}
+	waitFor(t, 10*time.Second, "a full window of calls in flight", func() bool { return s.api.active.Load() >= 100 })
+	// The window is full and fetching paused: sample for a while.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if h := held(); h > float64(s.cfg.PartitionWindow+maxPoll) {
+			t.Fatalf("%v records held with a window of %d", h, s.cfg.PartitionWindow)
+		}
+		if a := s.api.active.Load(); a > int64(s.cfg.PartitionWindow) {
+			t.Fatalf("%d calls in flight with a window of %d", a, s.cfg.PartitionWindow)
+		}
+		time.Sleep(50 * time.Millisecond) // sampling an endpoint
+	}
+	t.Logf("backlog %d: %v records held, %d calls in flight (window %d)", n, held(), s.api.active.Load(), s.cfg.PartitionWindow)
+}
