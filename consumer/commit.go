@@ -31,14 +31,13 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			parts := c.assignedPartitions()
 			c.commitMu.Lock()
 			if c.exactlyOnce() {
-				if err := c.endTxn(parts, true); err != nil {
+				if err := c.endTxn(nil, true); err != nil {
 					c.fail(err)
 				}
 			} else {
-				c.commitLocked(parts)
+				c.commitLocked(c.assignedPartitions())
 			}
 			c.commitMu.Unlock()
 		}
@@ -128,13 +127,21 @@ func (c *Consumer) metadataRefused(err error) {
 }
 
 // endTxn ends the open transaction (exactly-once mode), committing the
-// outputs produced in it with the offsets and maps of parts they complete,
+// outputs produced in it with the offsets and maps of parts (nil: every
+// assigned partition) they complete,
 // then begins the next one when again is set. Produces wait meanwhile. The
 // caller holds commitMu. A transaction aborted by a rebalance is not an
 // error: its records are processed again. The error is fatal.
 func (c *Consumer) endTxn(parts []*partition, again bool) error {
 	c.txnMu.Lock()
 	defer c.txnMu.Unlock()
+	if parts == nil {
+		// Read under the gate: every partition whose records produced
+		// into this transaction is here, so each one is settled below.
+		// A partition missed would keep records marked produced after an
+		// abort, and the next transaction would commit past them.
+		parts = c.assignedPartitions()
+	}
 	type planned struct {
 		p     *partition
 		off   int64
