@@ -128,8 +128,8 @@ func (c *Consumer) metadataRefused(err error) {
 
 // endTxn ends the open transaction (exactly-once mode), committing the
 // outputs produced in it with the offsets and maps of parts (nil: every
-// assigned partition) they complete,
-// then begins the next one when again is set. Produces wait meanwhile. The
+// assigned partition) they complete, then begins the next one when again
+// is set. Produces wait meanwhile. The
 // caller holds commitMu. A transaction aborted by a rebalance is not an
 // error: its records are processed again. The error is fatal.
 func (c *Consumer) endTxn(parts []*partition, again bool) error {
@@ -143,25 +143,23 @@ func (c *Consumer) endTxn(parts []*partition, again bool) error {
 		parts = c.assignedPartitions()
 	}
 	type planned struct {
-		p     *partition
 		off   int64
 		epoch int32
 		meta  string
 	}
-	var plan []planned
+	plan := make(map[*partition]planned) // what the commit request carries
 	ctx := kgo.PreTxnCommitFnContext(context.Background(), func(req *kmsg.TxnOffsetCommitRequest) error {
 		// Runs after the flush: every output of the transaction is
 		// acknowledged, so produced records count as done. The offsets
 		// are ours, not the polled positions franz-go would commit; the
 		// entries franz-go built are kept where they can be (they carry
 		// the topic IDs newer protocol versions use).
-		plan = plan[:0]
+		clear(plan)
 		want := make(map[topicPartition]planned)
 		for _, p := range parts {
 			if eo, meta, ok := p.txnOffset(); ok {
-				pl := planned{p, eo.Offset, eo.Epoch, meta}
-				plan = append(plan, pl)
-				want[topicPartition{p.topic, p.id}] = pl
+				plan[p] = planned{eo.Offset, eo.Epoch, meta}
+				want[topicPartition{p.topic, p.id}] = plan[p]
 			}
 		}
 		set := func(rp *kmsg.TxnOffsetCommitRequestTopicPartition, pl planned) {
@@ -203,14 +201,10 @@ func (c *Consumer) endTxn(parts []*partition, again bool) error {
 	if !ok && err == nil {
 		c.log.Info().Msg("transaction aborted by a rebalance; its records are processed again")
 	}
-	byPart := make(map[*partition]planned, len(plan))
-	for _, pl := range plan {
-		byPart[pl.p] = pl
-	}
 	for _, p := range parts {
-		pl, has := byPart[p]
+		pl, has := plan[p]
 		if !has {
-			pl = planned{p: p, off: -1}
+			pl.off = -1 // nothing of it was in the commit
 		}
 		p.settle(ok, pl.off, pl.meta)
 	}
