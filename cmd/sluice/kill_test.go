@@ -107,6 +107,9 @@ func TestProcessExactlyOnceKill9(t *testing.T) {
 	}
 	cmd := s.startProcess(t, eos...)
 	out := s.collectCommitted(t, "completions", n)
+	// The killed members may have committed everything already; the
+	// last one must be up before it is asked to stop.
+	waitConsuming(t, cmd)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)

@@ -51,6 +51,7 @@ func (s *testStack) startProcess(t *testing.T, extraEnv ...string) *exec.Cmd {
 	cmd.Env = append(cmd.Env, extraEnv...)
 	logs := &syncBuffer{}
 	cmd.Stderr = logs
+	childLogs.Store(cmd, logs)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,4 +187,17 @@ func TestProcessKill9NoLoss(t *testing.T) {
 		dups += c - 1
 	}
 	t.Logf("%d records, 3 kill -9s, %d duplicate results", n, dups)
+}
+
+// childLogs maps a child started by startProcess to its stderr.
+var childLogs sync.Map // *exec.Cmd -> *syncBuffer
+
+// waitConsuming waits until the child logged that it consumes: from then
+// on SIGTERM reaches its handler instead of killing it.
+func waitConsuming(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	logs, _ := childLogs.Load(cmd)
+	waitFor(t, 30*time.Second, "the child to consume", func() bool {
+		return strings.Contains(logs.(*syncBuffer).String(), `"message":"consuming"`)
+	})
 }
