@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -17,7 +18,8 @@ import (
 const commitTimeout = 10 * time.Second
 
 // maxOffsetMapBytes keeps the offset map within Kafka's default
-// offset.metadata.max.bytes (4096); a map that does not fit is not sent.
+// offset.metadata.max.bytes (4096). It also bounds how far a partition
+// runs ahead of a slow record (offsetMapRoom).
 const maxOffsetMapBytes = 4000
 
 // commitLoop commits every partition's progress each CommitInterval until
@@ -44,17 +46,35 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 	}
 }
 
-// offsetMap encodes the finished offsets above base for the commit
-// metadata; "" when there are none, when they do not fit, or when the
-// brokers refused metadata before.
-func (c *Consumer) offsetMap(base int64, doneAbove []int64) string {
-	if len(doneAbove) == 0 || c.noMeta.Load() {
+// mapLimit is the most bytes an offset map may take: what Kafka's default
+// offset.metadata.max.bytes allows, or 0 once the brokers refused maps.
+func (c *Consumer) mapLimit() int {
+	if c.noMeta.Load() {
+		return 0
+	}
+	return maxOffsetMapBytes
+}
+
+// offsetMap encodes m for the commit metadata: "" when it is empty or the
+// brokers refused metadata before. A map that does not fit lists the
+// longest prefix of its runs that does: listing fewer finished records
+// only redoes them. (Dispatching keeps the map within the limit, see
+// offsetMapRoom; only the first record finishing far ahead of an old
+// watermark can overflow it.)
+func (c *Consumer) offsetMap(m offsetMap) string {
+	limit := c.mapLimit()
+	if len(m.runs) == 0 || limit == 0 {
 		return ""
 	}
-	meta, ok := encodeOffsetMap(base, doneAbove, maxOffsetMapBytes)
-	if !ok {
-		return ""
+	if meta, ok := m.encode(limit); ok {
+		return meta
 	}
+	runs := m.runs
+	k := sort.Search(len(runs)/2, func(k int) bool { // first prefix of k+1 runs that does not fit
+		_, ok := offsetMap{base: m.base, runs: runs[:2*(k+1)]}.encode(limit)
+		return !ok
+	})
+	meta, _ := offsetMap{base: m.base, runs: runs[:2*k]}.encode(limit)
 	return meta
 }
 
@@ -157,7 +177,7 @@ func (c *Consumer) endTxn(parts []*partition, again bool) error {
 		clear(plan)
 		want := make(map[topicPartition]planned)
 		for _, p := range parts {
-			if eo, meta, ok := p.txnOffset(); ok {
+			if eo, meta, ok := p.commitOffset(); ok {
 				plan[p] = planned{eo.Offset, eo.Epoch, meta}
 				want[topicPartition{p.topic, p.id}] = plan[p]
 			}
@@ -258,7 +278,7 @@ func (c *Consumer) setSkip(tp topicPartition, m *offsetMap) {
 	defer c.mu.Unlock()
 	if p := c.parts[tp]; p != nil {
 		p.mu.Lock()
-		if p.window.len() == 0 && p.skip == nil {
+		if !p.window.started() && p.skip == nil {
 			p.skip = m
 		}
 		p.mu.Unlock()

@@ -4,12 +4,15 @@
 // acknowledged that record and every lower record of its partition
 // (at-least-once, Parallel Consumer style).
 //
-// Each partition holds a bounded window of dispatched records; when the
-// window and the queue behind it are full, fetching of that partition is
-// paused, so memory stays bounded whatever the backlog. On revocation a
+// Three bounds keep the member's work in check (dispatch.go): at most
+// MaxDispatched records with the handler at once across partitions (a
+// queued record has no goroutine), at most MaxBufferedBytes of fetched
+// records held (fetching pauses at the bound), and no partition running
+// further ahead of its oldest unfinished record than the committed offset
+// map can describe, so a crash redoes no finished record. On revocation a
 // partition stops dispatching, lets its records finish within
-// RevokeTimeout, commits what is contiguous-done and lets go; on shutdown
-// all partitions do the same within DrainTimeout.
+// RevokeTimeout, commits what is finished and lets go; on shutdown all
+// partitions do the same within DrainTimeout.
 //
 //	c := consumer.New(consumer.Config{Topic: "prompts", ...}, log)
 //	cl, _ := kgo.NewClient(append(baseOpts, c.ClientOpts()...)...)
@@ -51,8 +54,17 @@ func (f HandlerFunc) Handle(ctx context.Context, rec *kgo.Record, ack func(error
 type Config struct {
 	Group string
 	Topic string
-	// PartitionWindow bounds the uncommitted records of one partition.
-	PartitionWindow int
+	// MaxDispatched bounds the records handed to the handler at once,
+	// across partitions (default 256). Size it above the calls the
+	// handler may have in flight, so records publishing their outputs or
+	// waiting for a call slot do not leave call slots idle.
+	MaxDispatched int
+	// MaxBufferedBytes bounds the memory of the fetched records the
+	// member holds, queued or dispatched (default 256 MiB): a record
+	// counts its bytes twice, as fetched and as what the handler builds
+	// from it (see recordSize). The fetch sizes are set to match
+	// (ClientOpts).
+	MaxBufferedBytes int64
 	// CommitInterval is the period of offset commits.
 	CommitInterval time.Duration
 	// RevokeTimeout bounds how long a revoked partition's records may
@@ -90,6 +102,9 @@ type Consumer struct {
 	stopWork context.CancelFunc
 	handlers sync.WaitGroup // handler goroutines
 
+	dispatch *dispatcher
+	bytes    *byteBudget
+
 	mu           sync.Mutex
 	parts        map[topicPartition]*partition
 	pendingSkips map[topicPartition]*offsetMap // offset maps fetched before their partition was assigned
@@ -114,13 +129,20 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 	if cfg.MaxPollRecords <= 0 {
 		cfg.MaxPollRecords = 1000
 	}
-	cfg.PartitionWindow = max(cfg.PartitionWindow, 1)
+	if cfg.MaxDispatched <= 0 {
+		cfg.MaxDispatched = 256
+	}
+	if cfg.MaxBufferedBytes <= 0 {
+		cfg.MaxBufferedBytes = 256 << 20
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Consumer{
 		cfg:      cfg,
 		log:      log,
 		workCtx:  ctx,
 		stopWork: cancel,
+		dispatch: newDispatcher(cfg.MaxDispatched),
+		bytes:    newByteBudget(cfg.Topic, cfg.MaxBufferedBytes),
 		parts:    make(map[topicPartition]*partition),
 
 		pendingSkips: make(map[topicPartition]*offsetMap),
@@ -130,9 +152,16 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 }
 
 // ClientOpts are the kgo options the consumer needs: the group, the topic,
-// manual commits and the rebalance callbacks. Add the connection options.
+// manual commits, the rebalance callbacks, and fetch sizes that fit
+// MaxBufferedBytes. Add the connection options.
 func (c *Consumer) ClientOpts() []kgo.Opt {
 	opts := []kgo.Opt{
+		// Fetching pauses and resumes with the byte budget; a resumed
+		// partition waits for the fetch in flight, so keep its long
+		// poll short (librdkafka's fetch.wait.max.ms default).
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.FetchMaxBytes(int32(fetchMaxBytes(c.cfg.MaxBufferedBytes))),
+		kgo.FetchMaxPartitionBytes(int32(fetchMaxPartitionBytes(c.cfg.MaxBufferedBytes))),
 		kgo.ConsumerGroup(c.cfg.Group),
 		kgo.ConsumeTopics(c.cfg.Topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
@@ -198,10 +227,20 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.mu.Lock()
 	c.cl, c.handler = cl, h
 	c.mu.Unlock()
-	if c.held.Load() {
-		cl.PauseFetchTopics(c.cfg.Topic)
-	}
+	c.bytes.setClient(cl) // pauses at once if held
 	defer c.stopWork()
+
+	dispatchDone := make(chan struct{})
+	stopDispatch := make(chan struct{})
+	go func() {
+		defer close(dispatchDone)
+		c.dispatch.run(stopDispatch)
+	}()
+	stopDispatching := sync.OnceFunc(func() {
+		close(stopDispatch)
+		<-dispatchDone
+	})
+	defer stopDispatching()
 
 	groupDone := make(chan struct{})
 	stopGroup := make(chan struct{})
@@ -233,6 +272,7 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.ready.Store(false)
 
 	c.log.Info().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
+	stopDispatching()
 	close(stopCommits)
 	<-commitDone
 	c.release(c.assignedPartitions(), c.cfg.DrainTimeout, true)
@@ -296,8 +336,8 @@ func (c *Consumer) fail(err error) {
 	}
 }
 
-// Uncommitted returns the records held per partition (queued and in the
-// window), for metrics and tests.
+// Uncommitted returns the unfinished records held per partition (queued,
+// in flight, or produced in the open transaction), for metrics and tests.
 func (c *Consumer) Uncommitted() map[string]map[int32]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -310,3 +350,7 @@ func (c *Consumer) Uncommitted() map[string]map[int32]int {
 	}
 	return out
 }
+
+// BufferedBytes returns the bytes of the fetched records the member holds
+// (see Config.MaxBufferedBytes), for metrics and tests.
+func (c *Consumer) BufferedBytes() int64 { return c.bytes.bytes() }

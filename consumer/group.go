@@ -97,19 +97,10 @@ func (c *Consumer) Hold(held bool) {
 	if c.held.Swap(held) == held {
 		return
 	}
-	c.mu.Lock()
-	cl := c.cl
-	c.mu.Unlock()
-	if cl == nil {
-		return
-	}
-	// A topic-level pause: independent of the partition-level pauses of
-	// full windows, which it neither lifts nor is lifted by.
+	c.bytes.hold(held)
 	if held {
-		cl.PauseFetchTopics(c.cfg.Topic)
 		c.log.Warn().Msg("fetching paused; not ready")
 		return
 	}
-	cl.ResumeFetchTopics(c.cfg.Topic)
 	c.log.Info().Msg("fetching resumed; ready")
 }

@@ -345,13 +345,10 @@ func TestOffsetMapWindow(t *testing.T) {
 			w.finish(es[i])
 			finished[es[i]] = true
 		}
-		base, _, ok := w.committable()
+		base, _, _ := w.base()
+		s, ok := w.asMap().encode(4000)
 		if !ok {
-			base = es[0].offset // as if committed before the first record
-		}
-		s, ok := encodeOffsetMap(base, w.doneAbove(), 4000)
-		if !ok {
-			t.Fatalf("window of 1024 did not fit: %d done above %d", len(w.doneAbove()), base)
+			t.Fatalf("window of 1024 did not fit: %d runs above %d", len(w.runs)/2, base)
 		}
 		m, err := decodeOffsetMap(s, base)
 		if err != nil {

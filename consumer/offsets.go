@@ -1,30 +1,43 @@
 package consumer
 
-import "github.com/twmb/franz-go/pkg/kgo"
+import (
+	"cmp"
+	"slices"
 
-// offsetWindow tracks the records of one partition that were fetched but
-// are not yet committable, in offset order. Records finish in any order;
-// the committable offset only moves over a contiguous prefix of finished
-// records (Parallel Consumer's "contiguous watermark"), so a commit never
-// passes an unfinished record. Offsets need not be contiguous (compaction
-// and transaction markers leave gaps). Not safe for concurrent use: the
-// owning partition's mutex guards it.
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// offsetWindow tracks one partition's records between fetch and commit.
+// Records finish in any order; the committable offset (the watermark) only
+// moves over a contiguous prefix of finished offsets (Parallel Consumer's
+// "contiguous watermark"), so a commit never passes an unfinished record.
+//
+// An unfinished record is an entry; a finished one keeps nothing but its
+// offset, in a list of runs (inclusive ranges) above the watermark, the
+// same shape the committed offset map has. So a partition can run far
+// ahead of one slow record at the cost of a few bytes per run, not per
+// record, and what a commit can say is exactly what the window holds.
+//
+// Offsets need not be contiguous: compaction, transaction markers and
+// aborted records leave gaps that are never delivered. A finished record
+// marks the gap below it as finished too, so gaps never split runs. Not
+// safe for concurrent use: the owning partition's mutex guards it.
 type offsetWindow struct {
-	entries []*entry // fetched, oldest first; entries[head:] are live
+	// pending holds the unfinished entries in offset order, from head.
+	pending []*entry
 	head    int
-	// next is the offset to commit: one past the last record of the
-	// finished prefix; -1 until a record finishes.
-	next  int64
-	epoch int32 // leader epoch of the record before next
+	// finishedSet is the watermark and the finished runs above it.
+	finishedSet
 	// start is the offset of the first record pushed: where consuming
-	// began, a valid offset to commit an offset map with before any prefix
-	// finished; -1 before the first push.
+	// began; -1 before the first push.
 	start int64
-	// last is the offset of the last record pushed, -1 before the first.
-	last int64
+	// last and lastEpoch are the offset and leader epoch of the last
+	// record pushed; last is -1 before the first push.
+	last      int64
+	lastEpoch int32
 }
 
-// entryState is where a record is in its life.
+// entryState is where an unfinished record is in its life.
 type entryState uint8
 
 const (
@@ -33,36 +46,76 @@ const (
 	// dispatched: handed to the handler, no ack yet.
 	dispatched
 	// produced: its outputs are written in the open transaction
-	// (exactly-once); done once the transaction commits, queued again if
-	// it aborts.
+	// (exactly-once); finished once the transaction commits, queued again
+	// if it aborts.
 	produced
-	// done: its outputs are in Kafka for good.
-	done
 )
 
-// entry is one fetched record.
+// entry is one unfinished record.
 type entry struct {
 	offset int64
-	epoch  int32
-	state  entryState
+	// from is the first offset this record accounts for: one past the
+	// record pushed before it, so its finish covers the gap below it.
+	from  int64
+	epoch int32
+	state entryState
 	// rec is held while the record may still have to be handed to the
-	// handler: until dispatched, or in exactly-once mode until done.
+	// handler: until dispatched, or in exactly-once mode until finished.
 	rec *kgo.Record
+	// size is what the record counts against the member's byte budget.
+	size int64
 	// key is the record key while it is dispatched in key order (keyed).
 	key   string
 	keyed bool
 }
 
-func newOffsetWindow() *offsetWindow { return &offsetWindow{next: -1, epoch: -1, start: -1, last: -1} }
+func newOffsetWindow() *offsetWindow {
+	return &offsetWindow{finishedSet: finishedSet{next: -1}, start: -1, last: -1, lastEpoch: -1}
+}
+
+// finishedSet is a partition's finished offsets: all below the watermark
+// next, and the runs above it.
+type finishedSet struct {
+	// next is the watermark: every offset below it is finished; -1 before
+	// the first push.
+	next int64
+	// runs are the finished offsets above next, flattened inclusive
+	// ranges [runs[2k], runs[2k+1]] (offsetMap's runs), ascending, not
+	// touching each other or next.
+	runs []int64
+}
+
+// add marks [from, to] finished and moves the watermark over a run that
+// starts at it.
+func (f *finishedSet) add(from, to int64) {
+	f.runs = addRun(f.runs, from, to)
+	if len(f.runs) > 0 && f.runs[0] == f.next {
+		f.next = f.runs[1] + 1
+		f.runs = f.runs[2:]
+		if len(f.runs) == 0 {
+			f.runs = nil // let the backing array go
+		}
+	}
+}
+
+// clone is a copy that shares nothing with f.
+func (f finishedSet) clone() finishedSet {
+	return finishedSet{next: f.next, runs: slices.Clone(f.runs)}
+}
+
+// asMap is the offset map of f. It shares memory with f: encode it before
+// f changes.
+func (f finishedSet) asMap() offsetMap { return offsetMap{base: f.next, runs: f.runs} }
 
 // push appends a fetched record; offsets must increase.
 func (w *offsetWindow) push(offset int64, epoch int32) *entry {
-	e := &entry{offset: offset, epoch: epoch}
-	w.entries = append(w.entries, e)
-	if w.start < 0 {
-		w.start = offset
+	from := w.last + 1
+	if w.last < 0 {
+		from, w.next, w.start = offset, offset, offset
 	}
-	w.last = offset
+	e := &entry{offset: offset, from: from, epoch: epoch}
+	w.pending = append(w.pending, e)
+	w.last, w.lastEpoch = offset, epoch
 	return e
 }
 
@@ -70,78 +123,82 @@ func (w *offsetWindow) push(offset int64, epoch int32) *entry {
 // from the committed offset after an aborted transaction).
 func (w *offsetWindow) seen(offset int64) bool { return w.last >= 0 && offset <= w.last }
 
-// base is the offset an offset map is written against: the watermark, or
-// before any prefix finished, where consuming started.
-func (w *offsetWindow) base() (offset int64, epoch int32, ok bool) {
-	if w.next >= 0 {
-		return w.next, w.epoch, true
-	}
-	return w.start, -1, w.start >= 0
-}
+// started reports whether any record was pushed.
+func (w *offsetWindow) started() bool { return w.last >= 0 }
 
-// finish marks e done and advances the watermark over the finished prefix.
+// finish removes e from the pending entries and marks its offsets
+// finished. Entries finish near the head (records are dispatched in offset
+// order), so the removal moves few pointers.
 func (w *offsetWindow) finish(e *entry) {
-	e.state, e.rec = done, nil
-	for w.head < len(w.entries) && w.entries[w.head].state == done {
-		first := w.entries[w.head]
-		w.next, w.epoch = first.offset+1, first.epoch
-		w.entries[w.head] = nil
-		w.head++
+	live := w.pending[w.head:]
+	i, found := slices.BinarySearchFunc(live, e.offset, func(x *entry, o int64) int {
+		return cmp.Compare(x.offset, o)
+	})
+	if !found || live[i] != e {
+		return // not pending (finished already)
 	}
-	// Reclaim the popped prefix once it is half the slice, so the backing
-	// array stays within twice the window.
-	if w.head > 0 && w.head >= len(w.entries)/2 {
-		n := copy(w.entries, w.entries[w.head:])
-		clear(w.entries[n:])
-		w.entries = w.entries[:n]
+	copy(live[1:i+1], live[:i])
+	live[0] = nil
+	w.head++
+	if w.head > 0 && w.head >= len(w.pending)/2 {
+		n := copy(w.pending, w.pending[w.head:])
+		clear(w.pending[n:])
+		w.pending = w.pending[:n]
 		w.head = 0
 	}
+	w.add(e.from, e.offset)
 }
 
-// len is the number of fetched records not yet committable.
-func (w *offsetWindow) len() int { return len(w.entries) - w.head }
-
-// live returns the entries not yet committable, oldest first.
-func (w *offsetWindow) live() []*entry { return w.entries[w.head:] }
-
-// committable returns the offset to commit and its epoch; ok is false until
-// some prefix finished.
-func (w *offsetWindow) committable() (offset int64, epoch int32, ok bool) {
-	return w.next, w.epoch, w.next >= 0
+// addRun inserts the finished range [from, to] into runs, merging it with
+// the runs it touches. The range must not overlap a run.
+func addRun(runs []int64, from, to int64) []int64 {
+	k, _ := slices.BinarySearch(runs, from) // first bound >= from
+	if k%2 == 1 {
+		return runs // inside a run: finished already
+	}
+	joinLeft := k > 0 && runs[k-1] == from-1
+	joinRight := k < len(runs) && runs[k] == to+1
+	switch {
+	case joinLeft && joinRight:
+		runs[k-1] = runs[k+1]
+		return slices.Delete(runs, k, k+2)
+	case joinLeft:
+		runs[k-1] = to
+		return runs
+	case joinRight:
+		runs[k] = from
+		return runs
+	}
+	return slices.Insert(runs, k, from, to)
 }
 
-// doneAbove lists the finished offsets above the watermark (for the
-// offset-map commit metadata).
-func (w *offsetWindow) doneAbove() []int64 { return w.above(done) }
+// len is the number of unfinished records.
+func (w *offsetWindow) len() int { return len(w.pending) - w.head }
 
-// above lists the offsets above the watermark whose state is at least s.
-func (w *offsetWindow) above(s entryState) []int64 {
-	var out []int64
-	for _, e := range w.live() {
-		if e.state >= s {
-			out = append(out, e.offset)
-		}
+// live returns the unfinished entries, oldest first.
+func (w *offsetWindow) live() []*entry { return w.pending[w.head:] }
+
+// base is the watermark with the leader epoch to commit it with: that of
+// the first unfinished record, or of the last record when all finished
+// (KIP-320 only needs an epoch in which the offset exists). ok is false
+// before the first push.
+func (w *offsetWindow) base() (offset int64, epoch int32, ok bool) {
+	if w.last < 0 {
+		return 0, -1, false
 	}
-	return out
+	if live := w.live(); len(live) > 0 && live[0].from == w.next {
+		return w.next, live[0].epoch, true
+	}
+	return w.next, w.lastEpoch, true
 }
 
-// tentative is what committable and doneAbove would return if every
-// produced record were done: what a transaction may commit together with
-// those records' outputs.
-func (w *offsetWindow) tentative() (offset int64, epoch int32, ok bool, doneAbove []int64) {
-	offset, epoch, ok = w.base()
-	if !ok {
-		return offset, epoch, false, nil
-	}
-	live := w.live()
-	i := 0
-	for ; i < len(live) && live[i].state >= produced; i++ {
-		offset, epoch = live[i].offset+1, live[i].epoch
-	}
-	for _, e := range live[i:] {
-		if e.state >= produced {
-			doneAbove = append(doneAbove, e.offset)
-		}
-	}
-	return offset, epoch, true, doneAbove
+// restore returns the finished state to f and makes entries pending
+// again; they must be the records finished since f was current
+// (exactly-once: f is what the last committed transaction covered, and
+// entries the records of the transaction that aborted).
+func (w *offsetWindow) restore(f finishedSet, entries []*entry) {
+	w.finishedSet = f.clone()
+	live := append(w.live(), entries...)
+	slices.SortFunc(live, func(a, b *entry) int { return cmp.Compare(a.offset, b.offset) })
+	w.pending, w.head = live, 0
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,8 +16,13 @@ import (
 // drain timed out).
 var errReleased = errors.New("consumer: partition released")
 
+// maxRunAhead bounds how far, in offsets, a partition runs ahead of its
+// watermark: within it every gap of the offset map encodes in at most 3
+// bytes, which the exactly-once reservation counts on (offsetMapRoom).
+const maxRunAhead = 1<<21 - 1
+
 // partition is the state of one assigned partition: every record fetched
-// and not yet committable (window), those of them waiting for dispatch
+// and not yet finished (window), those of them waiting for dispatch
 // (queue), and the pause state of its fetching. All of it is guarded by mu.
 type partition struct {
 	c      *Consumer
@@ -25,18 +31,29 @@ type partition struct {
 	ctx    context.Context // handlers of this partition run under it
 	cancel context.CancelCauseFunc
 
-	mu            sync.Mutex
-	window        *offsetWindow
-	queue         []*entry       // queued entries, offset order
-	busyKeys      map[string]int // key ordering: dispatched records per key
-	outstanding   int            // dispatched records whose ack has not come
-	idle          chan struct{}  // closed when outstanding drops to 0; nil when nobody waits
-	stopped       bool           // no more dispatching: revoked, lost or draining
-	paused        bool           // fetching is paused because the window is full
-	committed     int64          // last offset committed by this member, -1 if none
-	committedMeta string         // the offset map committed with it
-	skip          *offsetMap     // records already done per the committed offset map
-	skipped       int64          // records skipped thanks to skip
+	inLine bool // in the dispatcher's line; guarded by the dispatcher's mu
+
+	mu          sync.Mutex
+	window      *offsetWindow
+	queue       []*entry       // queued entries, offset order
+	busyKeys    map[string]int // key ordering: dispatched records per key
+	outstanding int            // dispatched records whose ack has not come
+	// produced are the records finished in the open transaction
+	// (exactly-once): their outputs are in it, so they count as finished
+	// for its commit, but they are queued again if it aborts. txnBase is
+	// what the last committed transaction covered.
+	produced []*entry
+	txnBase  finishedSet
+	// payload is the run-length size of the window's offset map, kept
+	// current as records finish.
+	payload       int
+	idle          chan struct{} // closed when outstanding drops to 0; nil when nobody waits
+	stopped       bool          // no more dispatching: revoked, lost or draining
+	paused        bool          // fetching of this partition is paused: it cannot run further ahead
+	committed     int64         // last offset committed by this member, -1 if none
+	committedMeta string        // the offset map committed with it
+	skip          *offsetMap    // records already done per the committed offset map
+	skipped       int64         // records skipped thanks to skip
 }
 
 func newPartition(c *Consumer, topic string, id int32, skip *offsetMap) *partition {
@@ -44,37 +61,47 @@ func newPartition(c *Consumer, topic string, id int32, skip *offsetMap) *partiti
 	return &partition{
 		c: c, topic: topic, id: id, ctx: ctx, cancel: cancel,
 		window: newOffsetWindow(), busyKeys: make(map[string]int), committed: -1, skip: skip,
+		txnBase: finishedSet{next: -1},
 	}
 }
 
-// enqueue adds fetched records and dispatches what the ordering allows.
-// Records the committed offset map lists as done are finished at once.
-// When the window is full the partition's fetching is paused: franz-go
-// keeps the position, so nothing fetched is lost, only fetched again later.
+// enqueue adds fetched records to the queue; the dispatcher hands them to
+// the handler as slots free. Records the committed offset map lists as
+// done are finished at once.
 func (p *partition) enqueue(recs []*kgo.Record) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
 		return
 	}
+	var added int64
 	for _, rec := range recs {
 		if p.window.seen(rec.Offset) {
 			continue // fetched again after an aborted transaction: already held
 		}
+		first := !p.window.started()
 		e := p.window.push(rec.Offset, rec.LeaderEpoch)
+		if first {
+			p.txnBase = finishedSet{next: e.from}
+		}
 		if p.skipDone(rec.Offset) {
 			p.window.finish(e)
+			if p.c.exactlyOnce() {
+				p.txnBase.add(e.from, e.offset) // finished before any transaction of ours
+			}
 			p.skipped++
 			continue
 		}
-		e.rec = rec
+		detach(rec)
+		e.rec, e.size = rec, recordSize(rec)
+		added += e.size
 		p.queue = append(p.queue, e)
 	}
-	if !p.paused && p.window.len() >= p.c.cfg.PartitionWindow {
-		p.paused = true
-		p.c.cl.PauseFetchPartitions(p.topicPartitions())
+	p.finishedLocked()
+	p.c.bytes.add(added)
+	if len(p.queue) > 0 {
+		p.c.dispatch.wake(p)
 	}
-	p.pumpLocked()
 }
 
 // skipDone reports whether the committed offset map lists offset as done;
@@ -94,70 +121,37 @@ func (p *partition) skipDone(offset int64) bool {
 	return p.skip.done(offset)
 }
 
-// pumpLocked dispatches queued records as the ordering mode allows.
-func (p *partition) pumpLocked() {
-	if !p.stopped && len(p.queue) > 0 {
-		switch p.c.cfg.Ordering {
-		case OrderPartition:
-			if p.outstanding == 0 {
-				p.dispatchLocked(p.queue[0])
-				p.queue[0] = nil
-				p.queue = p.queue[1:]
-			}
-		case OrderKey:
-			p.pumpKeysLocked()
-		default:
-			// At most a window of records in flight per partition: a
-			// revoked partition then has a bounded amount to finish, and
-			// one partition's backlog does not queue up in the limiter
-			// ahead of every other partition's.
-			n := 0
-			for ; n < len(p.queue) && p.outstanding < p.c.cfg.PartitionWindow; n++ {
-				p.dispatchLocked(p.queue[n])
-				p.queue[n] = nil
-			}
-			p.queue = p.queue[n:]
-		}
+// dispatchOne hands one queued record to the handler, if the ordering and
+// the offset map's room allow one; the caller holds a dispatch slot, which
+// the record keeps until its ack. It reports whether it dispatched.
+func (p *partition) dispatchOne() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || len(p.queue) == 0 {
+		return false
+	}
+	i := p.nextLocked()
+	if i < 0 {
+		return false
+	}
+	e := p.queue[i]
+	if !p.roomLocked(e) {
+		p.pauseLocked(true)
+		return false
+	}
+	if i == 0 {
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+	} else {
+		p.queue = slices.Delete(p.queue, i, i+1)
 	}
 	if len(p.queue) == 0 {
 		p.queue = nil // let the old backing array go
 	}
-	if p.paused && p.window.len() <= p.c.cfg.PartitionWindow/2 {
-		p.paused = false
-		p.c.cl.ResumeFetchPartitions(p.topicPartitions())
+	if e.rec.Key != nil && p.c.cfg.Ordering == OrderKey {
+		e.key, e.keyed = string(e.rec.Key), true
+		p.busyKeys[e.key]++
 	}
-}
-
-// pumpKeysLocked dispatches, in offset order, every queued record whose
-// key has no earlier record queued or in flight; records without a key are
-// not ordered.
-func (p *partition) pumpKeysLocked() {
-	var blocked map[string]bool
-	kept := p.queue[:0]
-	for _, e := range p.queue {
-		if e.rec.Key == nil {
-			p.dispatchLocked(e)
-			continue
-		}
-		k := string(e.rec.Key)
-		if p.busyKeys[k] > 0 || blocked[k] {
-			if blocked == nil {
-				blocked = make(map[string]bool)
-			}
-			blocked[k] = true
-			kept = append(kept, e)
-			continue
-		}
-		e.key, e.keyed = k, true
-		p.busyKeys[k]++
-		p.dispatchLocked(e)
-	}
-	clear(p.queue[len(kept):])
-	p.queue = kept
-}
-
-// dispatchLocked hands e's record to the handler in a goroutine of its own.
-func (p *partition) dispatchLocked(e *entry) {
 	rec := e.rec
 	e.state = dispatched
 	if !p.c.exactlyOnce() {
@@ -169,11 +163,104 @@ func (p *partition) dispatchLocked(e *entry) {
 		defer p.c.handlers.Done()
 		p.c.handler.Handle(p.ctx, rec, func(err error) { p.ack(e, err) })
 	}()
+	return true
+}
+
+// nextLocked returns the index in the queue of the record to dispatch
+// next, or -1 when the ordering holds every queued record back.
+func (p *partition) nextLocked() int {
+	switch p.c.cfg.Ordering {
+	case OrderPartition:
+		if p.outstanding > 0 {
+			return -1
+		}
+	case OrderKey:
+		// The first record whose key has no earlier record queued or in
+		// flight; records without a key are not ordered.
+		var blocked map[string]bool
+		for i, e := range p.queue {
+			if e.rec.Key == nil {
+				return i
+			}
+			k := string(e.rec.Key)
+			if p.busyKeys[k] == 0 && !blocked[k] {
+				return i
+			}
+			if blocked == nil {
+				blocked = make(map[string]bool)
+			}
+			blocked[k] = true
+		}
+		return -1
+	}
+	return 0
+}
+
+// roomLocked reports whether e may be dispatched without the offset map
+// outgrowing what a commit can carry should every dispatched record finish
+// (offsetMapRoom). The lowest unfinished record always may: its finish
+// only moves the watermark.
+func (p *partition) roomLocked(e *entry) bool {
+	if live := p.window.live(); len(live) > 0 && live[0] == e {
+		return true
+	}
+	span := p.window.last - p.window.next + 1
+	if p.c.exactlyOnce() {
+		if span > maxRunAhead {
+			return false
+		}
+		span = maxRunAhead // reserve for the span the partition may reach
+	} else if p.c.noMeta.Load() {
+		return true // no map to protect: a crash redoes what is above the watermark
+	}
+	return offsetMapRoom(p.window.next, p.payload, p.outstanding+1, span, p.c.mapLimit())
+}
+
+// offsetMapRoom reports whether an offset map with base, a run-length
+// payload of payload bytes, and inFlight more records finishing each as a
+// run of its own within span offsets, still encodes in limit bytes. Each
+// such record splits a gap in two, adding at most two uvarints of the
+// span's size.
+func offsetMapRoom(base int64, payload, inFlight int, span int64, limit int) bool {
+	if limit <= 0 {
+		return false
+	}
+	grown := payload + inFlight*2*uvarintLen(uint64(max(span, 1)))
+	header := len(offsetMapVersion) + 2 + len(strconv.FormatInt(base, 10)) + 1
+	return header+offsetMapBase64.EncodedLen(grown) <= limit
+}
+
+// finishedLocked keeps payload current after records finished, lets
+// fetching resume when the partition can run ahead again, and puts it in
+// the dispatcher's line when it has records to dispatch.
+func (p *partition) finishedLocked() {
+	p.payload = runsPayloadLen(p.window.next, p.window.runs)
+	if p.paused && (len(p.queue) == 0 || p.roomLocked(p.queue[0])) {
+		p.pauseLocked(false)
+	}
+	if !p.stopped && len(p.queue) > 0 {
+		p.c.dispatch.wake(p)
+	}
+}
+
+// pauseLocked pauses or resumes fetching this partition. Its queue may
+// hold a fetch's worth, no more, while it cannot run further ahead.
+func (p *partition) pauseLocked(pause bool) {
+	if p.paused == pause {
+		return
+	}
+	p.paused = pause
+	if pause {
+		p.c.cl.PauseFetchPartitions(p.topicPartitions())
+		return
+	}
+	p.c.cl.ResumeFetchPartitions(p.topicPartitions())
 }
 
 // ack is the handler's report for one record: nil once its outputs are
 // acknowledged by the brokers.
 func (p *partition) ack(e *entry, err error) {
+	defer p.c.dispatch.done()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.outstanding--
@@ -185,57 +272,71 @@ func (p *partition) ack(e *entry, err error) {
 	}
 	switch {
 	case err == nil && p.c.exactlyOnce():
-		// In the open transaction: done when it commits.
+		// In the open transaction: finished if it commits.
 		e.state = produced
+		p.window.finish(e)
+		p.produced = append(p.produced, e)
 	case err == nil:
 		p.window.finish(e)
+		p.releaseLocked(e)
 	case p.ctx.Err() != nil:
 		// Abandoned: the record stays unfinished and is redone by
 		// whoever consumes the partition next.
+		p.releaseLocked(e)
 	default:
 		// Its outputs could not be written: stop this partition short
 		// of the record (nothing is committed past it) and stop.
-		p.stopped = true
-		p.queue = nil
+		p.releaseLocked(e)
+		p.stopLocked()
 		p.c.fail(err)
 	}
 	if p.outstanding == 0 && p.idle != nil {
 		close(p.idle)
 		p.idle = nil
 	}
-	p.pumpLocked()
+	p.finishedLocked()
+}
+
+// releaseLocked gives back the bytes e counted.
+func (p *partition) releaseLocked(e *entry) {
+	e.rec = nil
+	p.c.bytes.add(-e.size)
+	e.size = 0
 }
 
 // settle ends the transaction's part in this partition: its produced
-// records are done when it committed, and queued again when it aborted
-// (their outputs are gone; they must be processed again).
+// records are finished for good when it committed, and queued again when
+// it aborted (their outputs are gone; they must be processed again).
 func (p *partition) settle(committed bool, off int64, meta string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var prod []*entry
-	for _, e := range p.window.live() {
-		if e.state == produced {
-			prod = append(prod, e)
-		}
-	}
+	prod := p.produced
+	p.produced = nil
 	if committed {
 		for _, e := range prod {
-			p.window.finish(e)
+			p.releaseLocked(e)
 		}
+		p.txnBase = p.window.clone()
 		if off >= 0 {
 			p.committed, p.committedMeta = max(p.committed, off), meta
 		}
 		return
 	}
 	if p.stopped {
+		for _, e := range prod {
+			p.releaseLocked(e)
+		}
 		return
 	}
-	for _, e := range prod {
-		e.state = queued
+	if len(prod) > 0 {
+		for _, e := range prod {
+			e.state = queued
+		}
+		p.window.restore(p.txnBase, prod)
+		p.queue = append(p.queue, prod...)
+		slices.SortFunc(p.queue, func(a, b *entry) int { return cmp.Compare(a.offset, b.offset) })
 	}
-	p.queue = append(p.queue, prod...)
-	slices.SortFunc(p.queue, func(a, b *entry) int { return cmp.Compare(a.offset, b.offset) })
-	p.pumpLocked()
+	p.finishedLocked()
 }
 
 // stop ends dispatching and returns a channel closed once every dispatched
@@ -243,8 +344,7 @@ func (p *partition) settle(committed bool, off int64, meta string) {
 func (p *partition) stop() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stopped = true
-	p.queue = nil
+	p.stopLocked()
 	if p.outstanding == 0 {
 		ch := make(chan struct{})
 		close(ch)
@@ -256,8 +356,32 @@ func (p *partition) stop() <-chan struct{} {
 	return p.idle
 }
 
+// stopLocked ends dispatching and gives back the bytes of the queue.
+func (p *partition) stopLocked() {
+	p.stopped = true
+	for _, e := range p.queue {
+		p.releaseLocked(e)
+	}
+	p.queue = nil
+}
+
+// forget gives back every byte the partition still counts: it is no
+// longer ours, and abandoned handlers let go of their records soon.
+func (p *partition) forget() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopLocked()
+	for _, e := range p.window.live() {
+		p.releaseLocked(e)
+	}
+	for _, e := range p.produced {
+		p.releaseLocked(e)
+	}
+}
+
 // commitOffset returns the offset to commit and its offset map when either
-// changed since the last commit.
+// changed since the last commit. In exactly-once mode it is what a
+// transaction ending now commits: the produced records count as finished.
 func (p *partition) commitOffset() (kgo.EpochOffset, string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -265,33 +389,14 @@ func (p *partition) commitOffset() (kgo.EpochOffset, string, bool) {
 	if !ok {
 		return kgo.EpochOffset{}, "", false
 	}
-	return p.changedLocked(off, epoch, p.window.doneAbove())
-}
-
-// changedLocked returns the commit of off with the map of doneAbove when
-// it differs from the last one; an unmoved start without a map is not
-// worth a commit.
-func (p *partition) changedLocked(off int64, epoch int32, doneAbove []int64) (kgo.EpochOffset, string, bool) {
-	meta := p.c.offsetMap(off, doneAbove)
+	meta := p.c.offsetMap(p.window.asMap())
 	switch {
-	case off <= p.window.start && meta == "", // nothing finished yet
+	case off == p.window.start && meta == "", // nothing finished yet
 		off < p.committed,
 		off == p.committed && meta == p.committedMeta:
 		return kgo.EpochOffset{}, "", false
 	}
 	return kgo.EpochOffset{Epoch: epoch, Offset: off}, meta, true
-}
-
-// txnOffset is what a transaction ending now would commit: the offset and
-// map counting every produced record as done.
-func (p *partition) txnOffset() (kgo.EpochOffset, string, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	off, epoch, ok, above := p.window.tentative()
-	if !ok {
-		return kgo.EpochOffset{}, "", false
-	}
-	return p.changedLocked(off, epoch, above)
 }
 
 func (p *partition) setCommitted(off int64, meta string) {
@@ -302,11 +407,12 @@ func (p *partition) setCommitted(off int64, meta string) {
 	p.mu.Unlock()
 }
 
-// uncommitted is the number of records held: fetched and not committable.
+// uncommitted is the number of records held unfinished (queued, in flight,
+// or, in exactly-once mode, produced in the open transaction).
 func (p *partition) uncommitted() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.window.len()
+	return p.window.len() + len(p.produced)
 }
 
 func (p *partition) topicPartitions() map[string][]int32 {

@@ -127,4 +127,7 @@ func (c *Consumer) release(parts []*partition, timeout time.Duration, commit boo
 		}
 	}
 	c.mu.Unlock()
+	for _, p := range parts {
+		p.forget()
+	}
 }

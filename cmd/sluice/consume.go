@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -47,7 +49,27 @@ func runConsume(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.LogLevel)
+	if limit, set := setMemoryLimit(cfg.MaxBufferedBytes); set {
+		log.Info().Stringer("memory_limit", limit).Msg("Go memory limit set from SLUICE_MAX_BUFFERED_BYTES (GOMEMLIMIT overrides it)")
+	}
 	return serve(ctx, cfg, log, pipelineOptions{})
+}
+
+// memoryHeadroom is what the process needs besides its buffered records:
+// the runtime, the Kafka client's buffers, results being produced.
+const memoryHeadroom = 96 << 20
+
+// setMemoryLimit sets the Go runtime's soft memory limit to the records'
+// bound plus memoryHeadroom, unless GOMEMLIMIT is set: without it the
+// garbage collector lets the heap grow to twice what is live, and a pod
+// sized for the bound would be OOM-killed.
+func setMemoryLimit(buffered config.ByteSize) (config.ByteSize, bool) {
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		return 0, false
+	}
+	limit := buffered + memoryHeadroom
+	debug.SetMemoryLimit(int64(limit))
+	return limit, true
 }
 
 // pipelineOptions are what the demo adds to a plain consume.
@@ -65,6 +87,10 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		return fmt.Errorf("%s_ORDERING: %w", config.Prefix, err)
 	}
 	reg := prometheus.NewRegistry()
+	// The runtime's and the process's own: memory (go_memstats_*,
+	// process_resident_memory_bytes) is what SLUICE_MAX_BUFFERED_BYTES
+	// is sized against.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	kmetrics := kprom.NewMetrics("sluice_kafka", kprom.Registry(reg))
 	m := metrics.New(reg)
 
@@ -94,14 +120,17 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		OnPause: func(paused bool) { cons.Hold(paused) },
 	})
 	cons = consumer.New(consumer.Config{
-		Group:           cfg.Group,
-		Topic:           cfg.InputTopic,
-		PartitionWindow: cfg.PartitionWindow,
-		CommitInterval:  cfg.CommitInterval,
-		RevokeTimeout:   cfg.RevokeTimeout,
-		DrainTimeout:    cfg.DrainTimeout,
-		Ordering:        ordering,
-		TransactionalID: transactionalID(cfg),
+		Group: cfg.Group,
+		Topic: cfg.InputTopic,
+		// Above the calls in flight: a record holds its slot while it
+		// waits for a call slot and while its outputs are produced.
+		MaxDispatched:    dispatchSlots(cfg.MaxInFlight),
+		MaxBufferedBytes: int64(cfg.MaxBufferedBytes),
+		CommitInterval:   cfg.CommitInterval,
+		RevokeTimeout:    cfg.RevokeTimeout,
+		DrainTimeout:     cfg.DrainTimeout,
+		Ordering:         ordering,
+		TransactionalID:  transactionalID(cfg),
 		// The budgets are the group's: each member takes its share.
 		OnShare: lim.SetShare,
 	}, log)
@@ -196,8 +225,11 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	go func() { defer close(lagDone); lag.Run(lagCtx) }()
 	defer func() { stopLag(); <-lagDone }()
 	h := pipeline{proc: proc, pub: pub, metrics: m, observe: opt.observe}
+	for _, note := range config.SetRemoved() {
+		log.Warn().Msg(note)
+	}
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
-		Int("max_in_flight", cfg.MaxInFlight).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
+		Int("max_in_flight", cfg.MaxInFlight).Stringer("max_buffered_bytes", cfg.MaxBufferedBytes).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
 		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Stringer("ordering", ordering).Msg("starting")
 	if sess != nil {
 		return cons.RunTransactional(ctx, sess, h)
@@ -243,6 +275,7 @@ func registerStateGauges(reg prometheus.Registerer, lim *limiter.Limiter, cons *
 			Paused: s.Paused, TokensAvailable: s.TokensAvailable, Share: s.Share,
 		}
 	})
+	metrics.RegisterBufferedBytes(reg, cons.BufferedBytes)
 	metrics.RegisterUncommitted(reg,
 		func() map[string]map[int32]int64 {
 			out := make(map[string]map[int32]int64)
@@ -322,6 +355,11 @@ func modelBudgets(m config.ModelLimits) map[string]limiter.Budget {
 	}
 	return out
 }
+
+// dispatchSlots is how many records the consumer hands to the pipeline at
+// once for maxInFlight API calls: a quarter more, so that records waiting
+// for their outputs to be acknowledged leave no call slot idle.
+func dispatchSlots(maxInFlight int) int { return maxInFlight + max(maxInFlight/4, 8) }
 
 // transactionalID is this replica's transactional.id in exactly-once mode
 // ("" otherwise): unique in the group, and stable across restarts where it

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -155,37 +156,63 @@ func TestOrderingModes(t *testing.T) {
 	}
 }
 
-// TestBacklogStaysBounded: with a large backlog and an API that does not
-// answer, a partition holds at most its window of records plus one poll
-// and has at most a window of calls in flight: memory does not grow with
-// the backlog.
+// TestBacklogStaysBounded: with a large backlog of big records and an API
+// that does not answer, the member holds SLUICE_MAX_BUFFERED_BYTES of
+// records plus one fetch, and its calls in flight stay within
+// SLUICE_MAX_IN_FLIGHT: memory does not grow with the backlog.
 func TestBacklogStaysBounded(t *testing.T) {
-	s := newTestStack(t, 1)
+	s := newTestStack(t, 4)
 	s.cfg.HTTPAddr = freeAddr(t)
-	s.cfg.PartitionWindow = 100
+	s.cfg.MaxBufferedBytes = 1 << 20
 	s.cfg.MaxInFlight = 1000
-	const n = 5000
+	const n, size = 400, 20 << 10 // an 8 MB backlog
 	recs := make([]*kgo.Record, n)
 	for i := range recs {
-		recs[i] = &kgo.Record{Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"slow %d"}`, i, i)}
+		recs[i] = &kgo.Record{Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"slow %d %s"}`, i, i, bytes.Repeat([]byte("x"), size))}
 	}
 	s.produce(t, recs...)
 	s.member(t)
-	const maxPoll = 1000 // consumer.Config.MaxPollRecords' default
-	held := func() float64 {
-		return scrape(t, s.cfg.HTTPAddr)[`sluice_partition_uncommitted_records{partition="0",topic="prompts"}`]
-	}
-	waitFor(t, 10*time.Second, "a full window of calls in flight", func() bool { return s.api.active.Load() >= 100 })
-	// The window is full and fetching paused: sample for a while.
-	deadline := time.Now().Add(500 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		if h := held(); h > float64(s.cfg.PartitionWindow+maxPoll) {
-			t.Fatalf("%v records held with a window of %d", h, s.cfg.PartitionWindow)
-		}
-		if a := s.api.active.Load(); a > int64(s.cfg.PartitionWindow) {
-			t.Fatalf("%d calls in flight with a window of %d", a, s.cfg.PartitionWindow)
+	// One fetch may come on top of the bound: a response of up to a
+	// producer batch (franz-go's default 1 MiB) per partition.
+	limit := float64(s.cfg.MaxBufferedBytes) + 4<<20
+	buffered := func() float64 { return scrape(t, s.cfg.HTTPAddr)["sluice_buffered_bytes"] }
+	waitFor(t, 30*time.Second, "calls in flight", func() bool { return s.api.active.Load() > 0 })
+	waitFor(t, 30*time.Second, "the byte bound reached", func() bool { return buffered() >= float64(s.cfg.MaxBufferedBytes) })
+	// Fetching is paused: sample for a while.
+	for range 10 {
+		if b := buffered(); b > limit {
+			t.Fatalf("%.0f bytes held with a bound of %d", b, s.cfg.MaxBufferedBytes)
 		}
 		time.Sleep(50 * time.Millisecond) // sampling an endpoint
 	}
-	t.Logf("backlog %d: %v records held, %d calls in flight (window %d)", n, held(), s.api.active.Load(), s.cfg.PartitionWindow)
+	held := 0.0
+	for k, v := range scrape(t, s.cfg.HTTPAddr) {
+		if strings.HasPrefix(k, "sluice_partition_uncommitted_records{") {
+			held += v
+		}
+	}
+	if held*size > limit || held >= n {
+		t.Fatalf("%v records held of %d", held, n)
+	}
+	t.Logf("backlog %d × %d KiB: %.0f bytes and %v records held, %d calls in flight (bound %d bytes)",
+		n, size>>10, buffered(), held, s.api.active.Load(), s.cfg.MaxBufferedBytes)
+}
+
+// TestRecordsLargerThanTheByteBoundFinish: every record is larger than
+// SLUICE_MAX_BUFFERED_BYTES; each is still taken, alone, and all finish.
+func TestRecordsLargerThanTheByteBoundFinish(t *testing.T) {
+	s := newTestStack(t, 2)
+	s.cfg.MaxBufferedBytes = 64 << 10
+	const n = 10
+	s.produceSpreadPrompts(t, bigPrompts(n, 100_000, "big"), 2)
+	s.member(t)
+	out := s.collect(t, "completions", n)
+	for id, res := range decodeResults(t, out) {
+		if res.Error != nil {
+			t.Errorf("%s: %+v", id, res.Error)
+		}
+	}
+	if got := len(decodeResults(t, out)); got != n {
+		t.Fatalf("%d distinct results, want %d", got, n)
+	}
 }

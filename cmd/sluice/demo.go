@@ -82,7 +82,7 @@ func demo(ctx context.Context, o demoOptions) error {
 	cfg := config.Consume{
 		Kafka:          config.Kafka{Brokers: cluster.ListenAddrs(), Group: "sluice-demo", InputTopic: "prompts", OutputTopic: "completions", DLQTopic: "prompts.dlq"},
 		API:            config.API{Model: "grok-4", RequestTimeout: 30 * time.Second, MaxAttempts: 6, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second, StreamIdleTimeout: 30 * time.Second},
-		Limits:         config.Limits{MaxInFlight: o.inFlight, PartitionWindow: 1024, QuotaProbeInterval: 5 * time.Second},
+		Limits:         config.Limits{MaxInFlight: o.inFlight, MaxBufferedBytes: 256 << 20, QuotaProbeInterval: 5 * time.Second},
 		Delivery:       config.Delivery{Mode: config.AtLeastOnce, Ordering: "unordered"},
 		CommitInterval: 200 * time.Millisecond,
 		DrainTimeout:   5 * time.Second,

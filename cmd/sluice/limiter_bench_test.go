@@ -93,7 +93,6 @@ func (lb limiterBench) run(b *testing.B) (*admissionLog, mockapi.Stats, time.Dur
 	s.cfg.BaseURL = srv.URL + "/v1"
 	s.cfg.Model = "grok-3-mini"
 	s.cfg.MaxInFlight = 64
-	s.cfg.PartitionWindow = 512
 	s.cfg.RPM, s.cfg.TPM = lb.rpm, lb.tpm
 	s.cfg.MaxAttempts = 10
 	s.cfg.RetryBase, s.cfg.RetryMax = 100*time.Millisecond, 2*time.Second

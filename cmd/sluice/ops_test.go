@@ -32,9 +32,18 @@ func freeAddr(t testing.TB) string {
 // scrape returns the samples of /metrics as "name{labels}" -> value.
 func scrape(t testing.TB, addr string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	m, err := tryScrape(addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return m
+}
+
+// tryScrape is scrape for an endpoint that may not be up yet.
+func tryScrape(addr string) (map[string]float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	out := map[string]float64{}
@@ -50,7 +59,7 @@ func scrape(t testing.TB, addr string) map[string]float64 {
 			out[line[:i]] = v
 		}
 	}
-	return out
+	return out, sc.Err()
 }
 
 func readyz(addr string) int {

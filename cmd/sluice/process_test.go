@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // startProcess runs `sluice consume` as a child process against the stack.
 // extraEnv adds or overrides variables.
-func (s *testStack) startProcess(t *testing.T, extraEnv ...string) *exec.Cmd {
+func (s *testStack) startProcess(t testing.TB, extraEnv ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),

@@ -208,7 +208,6 @@ type scaleRun struct {
 	latency    time.Duration // the simulator's mean; answers take latency ± jitter
 	jitter     time.Duration
 	maxIn      int // SLUICE_MAX_IN_FLIGHT of each member
-	window     int // SLUICE_PARTITION_WINDOW
 }
 
 func (sr scaleRun) stack(t *testing.T) (*testStack, *callLog, *httptest.Server) {
@@ -217,13 +216,12 @@ func (sr scaleRun) stack(t *testing.T) (*testStack, *callLog, *httptest.Server) 
 	calls, srv := newCallLog(t, scaleMock(sr.latency, sr.jitter))
 	s.cfg.Model = "grok-3-mini"
 	s.cfg.MaxInFlight = sr.maxIn
-	s.cfg.PartitionWindow = sr.window
 	s.cfg.RequestTimeout = 4 * (sr.latency + sr.jitter)
 	s.cfg.CommitInterval = 200 * time.Millisecond
-	// A member holds at most window × partitions records (256 with the
-	// callers' figures, twice SLUICE_MAX_IN_FLIGHT), so a revoked
-	// partition or a drain finishes within two latencies (≤ 4s): well
-	// within these timeouts, and clean handovers abandon nothing.
+	// A member has at most SLUICE_MAX_IN_FLIGHT and a quarter records
+	// dispatched, so a revoked partition or a drain finishes within two
+	// latencies (≤ 4s): well within these timeouts, and clean handovers
+	// abandon nothing.
 	s.cfg.RevokeTimeout = 10 * time.Second
 	s.cfg.DrainTimeout = 10 * time.Second
 
@@ -296,9 +294,8 @@ func report(t *testing.T, calls []apiCall, events []event, records int, results 
 		last.Sub(first).Round(time.Millisecond), float64(len(calls))/last.Sub(first).Seconds(), perMember)
 	t.Logf("longest gap with no API call in the group: %s, from %s", g.d.Round(time.Millisecond), rel(g.after))
 
-	// The baseline for the kept partitions' gaps below: with a window of
-	// records per partition, a partition's calls pause while its oldest
-	// record holds the window, even with nothing moving.
+	// The baseline for the kept partitions' gaps below: the longest gap
+	// between a partition's calls with nothing moving.
 	if len(events) > 0 {
 		byPart := map[int][]apiCall{}
 		for _, c := range calls {
@@ -407,7 +404,7 @@ func checkCallGap(t *testing.T, d time.Duration) {
 func TestScaleOneThreeTwo(t *testing.T) {
 	t.Parallel()
 	sr := scaleRun{records: 3000, partitions: 8, latency: 1500 * time.Millisecond, jitter: 500 * time.Millisecond,
-		maxIn: 128, window: 32}
+		maxIn: 128}
 	s, calls, srv := sr.stack(t)
 	results := s.resultReader(t)
 	var events []event
@@ -458,7 +455,7 @@ func TestScaleKill9(t *testing.T) {
 	// while K's partitions are frozen: a gap must mean a stall, not an
 	// empty backlog.
 	sr := scaleRun{records: 4000, partitions: 8, latency: 1500 * time.Millisecond, jitter: 500 * time.Millisecond,
-		maxIn: 128, window: 32}
+		maxIn: 128}
 	s, calls, srv := sr.stack(t)
 	results := s.resultReader(t)
 	var events []event

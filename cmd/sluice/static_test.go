@@ -35,7 +35,6 @@ func (s *testStack) startChild(t *testing.T, srv *httptest.Server, name string, 
 		"SLUICE_MODEL="+s.cfg.Model,
 		"SLUICE_HTTP_ADDR=",
 		fmt.Sprint("SLUICE_MAX_IN_FLIGHT=", s.cfg.MaxInFlight),
-		fmt.Sprint("SLUICE_PARTITION_WINDOW=", s.cfg.PartitionWindow),
 		fmt.Sprint("SLUICE_REQUEST_TIMEOUT=", s.cfg.RequestTimeout),
 		fmt.Sprint("SLUICE_COMMIT_INTERVAL=", s.cfg.CommitInterval),
 		fmt.Sprint("SLUICE_REVOKE_TIMEOUT=", s.cfg.RevokeTimeout),
@@ -83,7 +82,7 @@ func restartAfterKill9(t *testing.T, env ...string) time.Duration {
 	t.Helper()
 	s := newTestStack(t, 4)
 	calls, srv := newCallLog(t, scaleMock(500*time.Millisecond, 0))
-	s.cfg.MaxInFlight, s.cfg.PartitionWindow = 16, 16
+	s.cfg.MaxInFlight = 16
 	s.cfg.RequestTimeout = 5 * time.Second
 	s.cfg.CommitInterval = 100 * time.Millisecond
 	// Far more work than the test lasts, on every partition: the

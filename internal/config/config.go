@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -96,7 +97,29 @@ type Limits struct {
 	TPM                int           `envconfig:"SLUICE_TPM" default:"0" desc:"tokens-per-minute budget of the whole consumer group, smoothed per second (0 = off)"`
 	ModelLimits        ModelLimits   `envconfig:"SLUICE_MODEL_LIMITS" desc:"per-model budgets of the group, e.g. grok-4=rpm:600,tpm:2000000;grok-3-mini=rpm:1200"`
 	QuotaProbeInterval time.Duration `envconfig:"SLUICE_QUOTA_PROBE_INTERVAL" default:"5s" desc:"while the API account is unusable (quota, 401, 403), how often one call probes it"`
-	PartitionWindow    int           `envconfig:"SLUICE_PARTITION_WINDOW" default:"1024" desc:"max uncommitted records per partition; fetching pauses when full"`
+	// MaxBufferedBytes bounds the memory of the records the member holds.
+	MaxBufferedBytes ByteSize `envconfig:"SLUICE_MAX_BUFFERED_BYTES" default:"256MiB" desc:"bytes of fetched records held (queued and in flight), e.g. 64MiB; fetching pauses at the bound; a larger record is still processed, alone"`
+}
+
+// RemovedVariables are variables earlier versions read, with what took
+// their place. Setting one is not an error (a rolling upgrade keeps the
+// old environment), but it is reported at start.
+var RemovedVariables = map[string]string{
+	Prefix + "_PARTITION_WINDOW": "no longer used: memory is bounded by " + Prefix + "_MAX_BUFFERED_BYTES, calls in flight by " +
+		Prefix + "_MAX_IN_FLIGHT, and a partition runs ahead of a slow record as far as its committed offset map can describe",
+}
+
+// SetRemoved returns the removed variables set in the environment, each
+// with its note, sorted.
+func SetRemoved() []string {
+	var out []string
+	for name, note := range RemovedVariables {
+		if _, ok := os.LookupEnv(name); ok {
+			out = append(out, name+": "+note)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Consume is the configuration of `sluice consume`.
@@ -248,8 +271,8 @@ func (l Limits) Validate() error {
 	if l.QuotaProbeInterval <= 0 {
 		return invalid("QUOTA_PROBE_INTERVAL", "must be a positive duration, got %s", l.QuotaProbeInterval)
 	}
-	if l.PartitionWindow <= 0 {
-		return invalid("PARTITION_WINDOW", "must be positive, got %d", l.PartitionWindow)
+	if l.MaxBufferedBytes <= 0 {
+		return invalid("MAX_BUFFERED_BYTES", "must be positive, got %d", l.MaxBufferedBytes)
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ var allNames = []string{
 	"KAFKA_TLS_INSECURE_SKIP_VERIFY", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
 	"API_BASE_URL", "API_KEY", "API_KEY_FILE", "MODEL", "REQUEST_TIMEOUT", "MAX_ATTEMPTS", "RETRY_BASE", "RETRY_MAX",
 	"STREAM", "STREAM_TOPIC", "STREAM_IDLE_TIMEOUT",
-	"MAX_IN_FLIGHT", "RPM", "TPM", "MODEL_LIMITS", "QUOTA_PROBE_INTERVAL", "PARTITION_WINDOW",
+	"MAX_IN_FLIGHT", "RPM", "TPM", "MODEL_LIMITS", "QUOTA_PROBE_INTERVAL", "MAX_BUFFERED_BYTES",
 	"DELIVERY", "ORDERING", "TRANSACTIONAL_ID", "RECORD_DEADLINE",
 	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "REVOKE_TIMEOUT", "LOG_LEVEL",
 }
@@ -114,7 +114,7 @@ func TestLoadConsumeDefaults(t *testing.T) {
 		{"SLUICE_STREAM", c.Stream, false},
 		{"SLUICE_STREAM_TOPIC", c.StreamTopic, ""},
 		{"SLUICE_STREAM_IDLE_TIMEOUT", c.StreamIdleTimeout, 60 * time.Second},
-		{"SLUICE_PARTITION_WINDOW", c.PartitionWindow, 1024},
+		{"SLUICE_MAX_BUFFERED_BYTES", c.MaxBufferedBytes, config.ByteSize(256 << 20)},
 		{"SLUICE_HTTP_ADDR", c.HTTPAddr, ":8080"},
 		{"SLUICE_COMMIT_INTERVAL", c.CommitInterval, time.Second},
 		{"SLUICE_DRAIN_TIMEOUT", c.DrainTimeout, 25 * time.Second},
@@ -222,7 +222,9 @@ func TestLoadConsumeInvalid(t *testing.T) {
 		{"stream topic is input", map[string]string{"SLUICE_STREAM_TOPIC": "prompts"}, "SLUICE_STREAM_TOPIC"},
 		{"stream topic is output", map[string]string{"SLUICE_STREAM_TOPIC": "completions"}, "SLUICE_STREAM_TOPIC"},
 		{"stream topic is dlq", map[string]string{"SLUICE_STREAM_TOPIC": "prompts.dlq"}, "SLUICE_STREAM_TOPIC"},
-		{"partition window 0", map[string]string{"SLUICE_PARTITION_WINDOW": "0"}, "SLUICE_PARTITION_WINDOW"},
+		{"max buffered bytes 0", map[string]string{"SLUICE_MAX_BUFFERED_BYTES": "0"}, "SLUICE_MAX_BUFFERED_BYTES"},
+		{"max buffered bytes unknown unit", map[string]string{"SLUICE_MAX_BUFFERED_BYTES": "64MB"}, "SLUICE_MAX_BUFFERED_BYTES"},
+		{"max buffered bytes overflow", map[string]string{"SLUICE_MAX_BUFFERED_BYTES": "9999999999GiB"}, "SLUICE_MAX_BUFFERED_BYTES"},
 		{"drain timeout negative", map[string]string{"SLUICE_DRAIN_TIMEOUT": "-1s"}, "SLUICE_DRAIN_TIMEOUT"},
 		{"commit interval 0", map[string]string{"SLUICE_COMMIT_INTERVAL": "0s"}, "SLUICE_COMMIT_INTERVAL"},
 		{"revoke timeout non-duration", map[string]string{"SLUICE_REVOKE_TIMEOUT": "soon"}, "SLUICE_REVOKE_TIMEOUT"},
@@ -308,5 +310,45 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want config.ByteSize
+		text string
+	}{
+		{"268435456", 256 << 20, "256MiB"},
+		{"256MiB", 256 << 20, "256MiB"},
+		{" 64 KiB ", 64 << 10, "64KiB"},
+		{"1GiB", 1 << 30, "1GiB"},
+		{"1000", 1000, "1000"},
+		{"1000B", 1000, "1000"},
+		{"1536KiB", 1536 << 10, "1536KiB"},
+	} {
+		var b config.ByteSize
+		if err := b.Decode(tc.in); err != nil || b != tc.want || b.String() != tc.text {
+			t.Errorf("Decode(%q) = %d (%q), %v; want %d (%q)", tc.in, b, b.String(), err, tc.want, tc.text)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.5MiB", "64MB", "MiB", "9223372036854775807KiB"} {
+		var b config.ByteSize
+		if err := b.Decode(bad); err == nil {
+			t.Errorf("Decode(%q) = %d, want an error", bad, b)
+		}
+	}
+}
+
+func TestRemovedVariableIsReported(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("SLUICE_PARTITION_WINDOW", "1024")
+	if _, err := config.LoadConsume(); err != nil {
+		t.Fatalf("a removed variable must not stop the start: %v", err)
+	}
+	notes := config.SetRemoved()
+	if len(notes) != 1 || !strings.Contains(notes[0], "SLUICE_PARTITION_WINDOW") || !strings.Contains(notes[0], "SLUICE_MAX_BUFFERED_BYTES") {
+		t.Fatalf("notes = %q", notes)
 	}
 }

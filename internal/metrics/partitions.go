@@ -16,7 +16,17 @@ const (
 // scrape.
 func RegisterUncommitted(reg prometheus.Registerer, read func() map[string]map[int32]int64) {
 	RegisterPartitionGauge(reg, UncommittedRecordsName,
-		"Records held per partition (fetched or in flight, not yet committed).", read)
+		"Unfinished records held per partition (queued, in flight, or in the open transaction).", read)
+}
+
+// RegisterBufferedBytes adds sluice_buffered_bytes, read from read at every
+// scrape: the bytes of fetched records the member holds, against
+// SLUICE_MAX_BUFFERED_BYTES.
+func RegisterBufferedBytes(reg prometheus.Registerer, read func() int64) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_buffered_bytes",
+		Help: "Bytes of fetched records this member holds, queued or in flight (bounded by SLUICE_MAX_BUFFERED_BYTES).",
+	}, func() float64 { return float64(read()) }))
 }
 
 // RegisterGroupLag adds GroupLagName, read from read at every scrape
