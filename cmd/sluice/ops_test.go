@@ -91,7 +91,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 func TestMetricsMatchResults(t *testing.T) {
 	s := newTestStack(t, 2)
 	s.cfg.HTTPAddr = freeAddr(t)
-	s.cfg.Key = "sk-metrics-test-secret"
+	s.cfg.Key, s.cfg.Keyless = "sk-metrics-test-secret", false
 	var recs []*kgo.Record
 	for i := range 17 {
 		recs = append(recs, &kgo.Record{Value: fmt.Appendf(nil, `{"custom_id":"ok-%d","prompt":"secret prompt text %d"}`, i, i)})

@@ -116,7 +116,7 @@ func newTestStack(t testing.TB, partitions int32) *testStack {
 	t.Cleanup(stub.unblock)
 	cfg := config.Consume{
 		Kafka: config.Kafka{Brokers: c.ListenAddrs(), Group: "sluice", InputTopic: "prompts", OutputTopic: "completions", DLQTopic: "prompts.dlq"},
-		API: config.API{BaseURL: srv.URL + "/v1", Model: "grok-4", RequestTimeout: 5 * time.Second,
+		API: config.API{BaseURL: srv.URL + "/v1", Keyless: true, Model: "grok-4", RequestTimeout: 5 * time.Second,
 			MaxAttempts: 3, RetryBase: time.Millisecond, RetryMax: 10 * time.Millisecond, StreamIdleTimeout: 5 * time.Second},
 		Limits:         config.Limits{MaxInFlight: 64, MaxBufferedBytes: 64 << 20, QuotaProbeInterval: time.Second},
 		Delivery:       config.Delivery{Mode: config.AtLeastOnce, Ordering: "unordered"},

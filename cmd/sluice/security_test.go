@@ -119,6 +119,7 @@ func TestProcessWrongSASLPassword(t *testing.T) {
 		"SLUICE_KAFKA_SASL_MECHANISM=SCRAM-SHA-256",
 		"SLUICE_KAFKA_SASL_USERNAME="+saslUser,
 		"SLUICE_KAFKA_SASL_PASSWORD=wrong-password",
+		"SLUICE_API_KEY=sk-test-secret",
 	)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -158,7 +159,7 @@ func TestServeSASLAndKeyFile(t *testing.T) {
 	cfg := s.cfg
 	cfg.Brokers = startSASLKafka(t)
 	cfg.KafkaSecurity = saslSecurity(saslPassword)
-	cfg.BaseURL, cfg.Key, cfg.KeyFile = srv.URL+"/v1", "", keyFile
+	cfg.BaseURL, cfg.Key, cfg.KeyFile, cfg.Keyless = srv.URL+"/v1", "", keyFile, false
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -270,11 +271,11 @@ func TestHelpHidesSecrets(t *testing.T) {
 	usage(&top)
 	helps := map[string]string{"sluice --help": top.String()}
 	for name, cmd := range map[string]func(context.Context, []string, stdio) error{"submit": submit, "collect": collect} {
-		_, stderr, err := runCLI(t, cmd, "", "--help")
+		stdout, _, err := runCLI(t, cmd, "", "--help")
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%s --help = %v", name, err)
 		}
-		helps[name+" --help"] = stderr
+		helps[name+" --help"] = stdout
 	}
 	for name, out := range helps {
 		if strings.Contains(out, saslPassword) || strings.Contains(out, key) {
