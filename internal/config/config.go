@@ -70,11 +70,9 @@ type Kafka struct {
 
 // API is the OpenAI-compatible chat-completions endpoint.
 type API struct {
-	BaseURL string `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
-	Key     Secret `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
-	KeyFile string `envconfig:"SLUICE_API_KEY_FILE" desc:"file holding the bearer token (trailing whitespace trimmed), re-read when it changes; instead of SLUICE_API_KEY"`
-	// Keyless marks an endpoint that takes no key (a local vLLM, Ollama or
-	// llama.cpp server): without it a missing key is a startup error.
+	BaseURL        string        `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
+	Key            Secret        `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
+	KeyFile        string        `envconfig:"SLUICE_API_KEY_FILE" desc:"file holding the bearer token (trailing whitespace trimmed), re-read when it changes; instead of SLUICE_API_KEY"`
 	Keyless        bool          `envconfig:"SLUICE_API_KEYLESS" default:"false" desc:"the endpoint needs no API key (e.g. a local vLLM or Ollama): start without one and send no Authorization header"`
 	Model          string        `envconfig:"SLUICE_MODEL" default:"grok-4" desc:"model used when a request names none"`
 	RequestTimeout time.Duration `envconfig:"SLUICE_REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
