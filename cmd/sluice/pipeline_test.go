@@ -181,7 +181,7 @@ func (s *testStack) collect(t testing.TB, topic string, want int) []*kgo.Record 
 func (s *testStack) collectWith(t testing.TB, topic string, want int, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	cl := s.client(t, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	var out []*kgo.Record
 	for len(out) < want {
