@@ -271,7 +271,7 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.poll(pollCtx)
 	c.ready.Store(false)
 
-	c.log.Info().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
+	c.log.Info().Stringer("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
 	stopDispatching()
 	close(stopCommits)
 	<-commitDone

@@ -29,8 +29,10 @@ const (
 	k8sDir      = "k8s"
 	// staticDir is the static-membership flavour; k8sDir is the default.
 	staticDir = "k8s/static-membership"
-	// secretPlaceholder is the only value a committed Secret may hold.
-	secretPlaceholder = "REPLACE_ME"
+	// userSecretName and userSecretKey are the Secret holding the API key
+	// that the user creates (deploy/README.md); the manifests carry none.
+	userSecretName = "sluice-api"
+	userSecretKey  = "api-key"
 	// containerName is the sluice container in every pod template.
 	containerName = "sluice"
 )

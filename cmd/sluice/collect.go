@@ -46,11 +46,11 @@ Flags:
 		fs.PrintDefaults()
 		writeKafkaEnvHelp(w)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, sio.out); err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("collect: unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	modes := 0
 	for _, set := range []bool{*batchID != "", *idsFile != "", *follow} {
@@ -59,8 +59,7 @@ Flags:
 		}
 	}
 	if modes != 1 {
-		fs.Usage()
-		return errors.New("collect: give exactly one of --batch, --ids or --follow")
+		return usagef("collect", "give exactly one of --batch, --ids or --follow")
 	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc

@@ -41,7 +41,10 @@ func runConsume(ctx context.Context, args []string) error {
 		fmt.Fprintln(fs.Output())
 		_ = config.Usage(fs.Output(), &config.Consume{})
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, os.Stdout); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	cfg, err := config.LoadConsume()
@@ -102,7 +105,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		BaseURL:   cfg.BaseURL,
 		Key:       key,
 		MaxConns:  cfg.MaxInFlight,
-		UserAgent: "sluice/" + version,
+		UserAgent: "sluice/" + buildVersion(),
 	})
 	if err != nil {
 		return err
@@ -149,6 +152,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		kgo.WithLogger(kzerolog.New(&klog)),
 		kgo.WithHooks(kmetrics),
 		kgo.ClientID("sluice"),
+		compressionOpt(cfg.Output),
 	)
 	if cfg.SessionTimeout > 0 {
 		kopts = append(kopts, kgo.SessionTimeout(cfg.SessionTimeout))
@@ -177,7 +181,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	if err := checkTopics(ctx, cl, cfg.Kafka, cfg.StreamTopic); err != nil {
 		return err
 	}
-	deltas, releaseDeltas, err := newDeltaSink(cl, cfg.StreamTopic, cfg.Kafka, m, log, kgo.WithLogger(kzerolog.New(&klog))) // stream.go
+	deltas, releaseDeltas, err := newDeltaSink(cl, cfg.StreamTopic, cfg.Kafka, m, log, kgo.WithLogger(kzerolog.New(&klog)), compressionOpt(cfg.Output)) // stream.go
 	if err != nil {
 		return err
 	}
@@ -230,7 +234,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
 		Int("max_in_flight", cfg.MaxInFlight).Stringer("max_buffered_bytes", cfg.MaxBufferedBytes).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
-		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Stringer("ordering", ordering).Msg("starting")
+		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Str("compression", cfg.Codec()).Stringer("ordering", ordering).Msg("starting")
 	if sess != nil {
 		return cons.RunTransactional(ctx, sess, h)
 	}

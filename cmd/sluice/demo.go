@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,16 +32,28 @@ func runDemo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	out := fs.String("out", "demo-results.jsonl", "where to write the results (OpenAI Batch output JSONL)")
 	in := fs.String("prompts", "", "JSONL file of prompts (default: the bundled examples/prompts.jsonl)")
-	real := fs.Bool("real", false, "call the real API (SLUICE_API_BASE_URL, default xAI) with XAI_API_KEY instead of the simulator")
+	real := fs.Bool("real", false, "call the real API instead of the simulator: SLUICE_API_BASE_URL (default xAI) with the key of SLUICE_API_KEY, SLUICE_API_KEY_FILE or XAI_API_KEY (or SLUICE_API_KEYLESS=true); this costs money")
 	partitions := fs.Int("partitions", 4, "partitions of the embedded topics")
 	inFlight := fs.Int("max-in-flight", 32, "SLUICE_MAX_IN_FLIGHT of the demo consumer")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: sluice demo [flags]\n\nRuns the whole pipeline in one process, with no network: an embedded Kafka\n(kfake), the API simulator (or the real API with --real), the bundled prompts,\none consumer, a live progress line and a summary.")
+		fmt.Fprintln(fs.Output(), "Usage: sluice demo [flags]\n\nRuns the whole pipeline in one process, with no network: an embedded Kafka\n(kfake), the API simulator (or the real API with --real), the bundled prompts,\none consumer, a live progress line and a summary.\n\nWith --real, the API is read from the environment as by sluice consume:\nSLUICE_API_BASE_URL, SLUICE_API_KEY, SLUICE_API_KEY_FILE or XAI_API_KEY,\nSLUICE_API_KEYLESS, SLUICE_MODEL and the SLUICE_REQUEST_TIMEOUT, retry and\nstreaming settings.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, os.Stdout); err != nil {
 		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := atLeast(fs, "partitions", *partitions, 1); err != nil {
+		return err
+	}
+	if err := atLeast(fs, "max-in-flight", *inFlight, 1); err != nil {
+		return err
+	}
+	if *timeout <= 0 {
+		return usagef("demo", "--timeout must be positive, got %s", *timeout)
 	}
 	lines := examples.Prompts
 	if *in != "" {
@@ -94,9 +105,6 @@ func demo(ctx context.Context, o demoOptions) error {
 		if err != nil {
 			return err
 		}
-		if env.Key == "" && env.KeyFile == "" {
-			return errors.New("demo --real needs XAI_API_KEY (or SLUICE_API_KEY or SLUICE_API_KEY_FILE)")
-		}
 		cfg.API = env.API
 	} else {
 		url, stop, err := startMockAPI()
@@ -104,7 +112,7 @@ func demo(ctx context.Context, o demoOptions) error {
 			return err
 		}
 		defer stop()
-		cfg.BaseURL = url
+		cfg.BaseURL, cfg.Keyless = url, true
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/sluice-dev/sluice/internal/devkafka"
@@ -18,8 +19,17 @@ func runDevKafka(ctx context.Context, args []string) error {
 		fmt.Fprintln(fs.Output(), "Usage: sluice devkafka [flags]\n\nServes an in-process Kafka (franz-go's kfake) until interrupted; data lives in memory.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, os.Stdout); err != nil {
 		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := atLeast(fs, "partitions", *partitions, 1); err != nil {
+		return err
+	}
+	if *port < 0 || *port > 65535 {
+		return usagef("devkafka", "--port must be between 0 and 65535, got %d", *port)
 	}
 	c, err := devkafka.Start(devkafka.Config{Port: *port, Partitions: int32(*partitions), Topics: strings.Split(*topics, ",")})
 	if err != nil {

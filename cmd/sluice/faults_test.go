@@ -161,9 +161,14 @@ func TestRebalanceChurn(t *testing.T) {
 			go func() {
 				if mode == config.ExactlyOnce {
 					done <- countByID(t, s.collectCommitted(t, "completions", n))
-				} else {
-					done <- countByID(t, s.collect(t, "completions", n))
+					return
 				}
+				// At least once, churn repeats some results: wait for n
+				// distinct ids, not n records, or a duplicate would stand
+				// in for a result still to come.
+				r := s.resultReader(t)
+				r.waitDistinct(n, watchdog)
+				done <- r.seen
 			}()
 			churns := 0
 			var got map[string]int

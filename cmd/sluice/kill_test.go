@@ -50,7 +50,7 @@ func TestProcessKill9RepeatsOnlyInFlightCalls(t *testing.T) {
 	// Kill once the child committed what it finished: its offset maps
 	// stop changing. (The child offers no signal; its commits are read.)
 	var last map[int32]string
-	waitFor(t, 3*time.Second, "the offset maps to settle", func() bool {
+	waitFor(t, watchdog, "the offset maps to settle", func() bool {
 		m := s.committedMeta(t)
 		settled := len(m) == 4 && fmt.Sprint(m) == fmt.Sprint(last)
 		last = m

@@ -5,18 +5,38 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/sluice-dev/sluice/internal/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..."; else
+// it is the module version `go install ...@v1.2.3` recorded, else "dev".
+var version = ""
+
+// buildVersion returns version, or the one Go recorded in the binary.
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func runVersion(_ context.Context, args []string) error {
+	if len(args) > 0 {
+		return usagef("version", "unexpected argument %q", args[0])
+	}
+	fmt.Println("sluice", buildVersion())
+	return nil
+}
 
 type command struct {
 	name, summary string
@@ -31,10 +51,8 @@ func commands() []command {
 		{"demo", "run the whole pipeline in one process: embedded Kafka + simulated API", runDemo},
 		{"mockapi", "serve a simulated OpenAI-compatible chat-completions API", runMockAPI},
 		{"devkafka", "serve an in-process Kafka (kfake) for development", runDevKafka},
-		{"version", "print the version", func(context.Context, []string) error {
-			fmt.Println("sluice", version)
-			return nil
-		}},
+		{"dev", "run devkafka and mockapi together for a local stack; Ctrl-C stops both", runDev},
+		{"version", "print the version", runVersion},
 	}
 }
 
@@ -42,16 +60,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	default:
-		var ec exitCode
-		if errors.As(err, &ec) {
-			os.Exit(int(ec))
-		}
-		fmt.Fprintln(os.Stderr, "sluice:", err)
-		os.Exit(1)
-	}
+	exit(err)
 }
 
 // exitCode is an error that only sets the process's exit status (its
@@ -61,17 +70,25 @@ type exitCode int
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func run(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+	if len(args) == 0 {
+		return usageError{err: errors.New("no command given")}
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
 		usage(os.Stdout)
 		return nil
+	case "-version", "--version":
+		args[0] = "version"
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:])
 		}
 	}
-	usage(os.Stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	if len(args[0]) > 1 && args[0][0] == '-' {
+		return usageError{err: fmt.Errorf("unknown flag %s (flags go after the command)", args[0])}
+	}
+	return usageError{err: fmt.Errorf("unknown command %q", args[0])}
 }
 
 func usage(w io.Writer) {
@@ -81,6 +98,6 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nsluice consume is configured by environment:")
+	fmt.Fprintln(w, "\nsluice --version prints the version. sluice consume is configured by environment:")
 	_ = config.Usage(w, &config.Consume{})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
 
+	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/mockapi"
 )
 
@@ -59,37 +60,39 @@ func runMockAPI(ctx context.Context, args []string) error {
 		}
 		_ = tw.Flush()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("mockapi: %w", err)
+	if err := parseFlags(fs, args, os.Stdout); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("mockapi: unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if envErr != nil {
-		return fmt.Errorf("mockapi: read %s_* environment: %w", mockapi.EnvPrefix, envErr)
+		return fmt.Errorf("mockapi: %w", config.EnvError(envErr))
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("mockapi: %w", err)
 	}
-
-	mock := mockapi.New(cfg)
-	defer mock.Close()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("mockapi: listen: %w", err)
 	}
-	srv := &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second}
-
 	log := zerolog.Ctx(ctx)
 	if log.GetLevel() == zerolog.Disabled {
 		l := zerolog.New(os.Stderr).With().Timestamp().Logger()
 		log = &l
 	}
+	return serveMockAPI(ctx, ln, cfg, *log)
+}
+
+// serveMockAPI serves the simulator with cfg on ln until ctx is done, then
+// shuts it down.
+func serveMockAPI(ctx context.Context, ln net.Listener, cfg mockapi.Config, log zerolog.Logger) error {
+	mock := mockapi.New(cfg)
+	defer mock.Close()
+	srv := &http.Server{Handler: mock, ReadHeaderTimeout: 10 * time.Second}
+
 	log.Info().Str("addr", ln.Addr().String()).Str("url", "http://"+ln.Addr().String()+"/v1").
-		Dur("latency", cfg.Latency).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
+		Stringer("latency", cfg.Latency).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
 		Strs("models", cfg.Models).Msg("mock chat-completions API listening")
 
 	serveErr := make(chan error, 1)

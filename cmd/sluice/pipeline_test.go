@@ -116,7 +116,7 @@ func newTestStack(t testing.TB, partitions int32) *testStack {
 	t.Cleanup(stub.unblock)
 	cfg := config.Consume{
 		Kafka: config.Kafka{Brokers: c.ListenAddrs(), Group: "sluice", InputTopic: "prompts", OutputTopic: "completions", DLQTopic: "prompts.dlq"},
-		API: config.API{BaseURL: srv.URL + "/v1", Model: "grok-4", RequestTimeout: 5 * time.Second,
+		API: config.API{BaseURL: srv.URL + "/v1", Keyless: true, Model: "grok-4", RequestTimeout: 5 * time.Second,
 			MaxAttempts: 3, RetryBase: time.Millisecond, RetryMax: 10 * time.Millisecond, StreamIdleTimeout: 5 * time.Second},
 		Limits:         config.Limits{MaxInFlight: 64, MaxBufferedBytes: 64 << 20, QuotaProbeInterval: time.Second},
 		Delivery:       config.Delivery{Mode: config.AtLeastOnce, Ordering: "unordered"},
@@ -181,7 +181,7 @@ func (s *testStack) collect(t testing.TB, topic string, want int) []*kgo.Record 
 func (s *testStack) collectWith(t testing.TB, topic string, want int, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	cl := s.client(t, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	var out []*kgo.Record
 	for len(out) < want {

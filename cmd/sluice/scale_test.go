@@ -150,6 +150,12 @@ func (s *testStack) resultReader(t testing.TB) *resultReader {
 	return &resultReader{t: t, cl: cl, seen: map[string]int{}}
 }
 
+// watchdog is how long a test waits for something that must happen before
+// it declares a hang: generous, because a 2-core CI machine under -race,
+// shared with other jobs, can be several times slower than a desk. It is
+// never a performance bound.
+const watchdog = 5 * time.Minute
+
 // waitDistinct reads until n distinct custom_ids have a result.
 func (r *resultReader) waitDistinct(n int, within time.Duration) {
 	r.t.Helper()
@@ -377,30 +383,74 @@ func report(t *testing.T, calls []apiCall, events []event, records int, results 
 
 // maxCallGap is the acceptance figure of issue #9: scaling the group never
 // leaves it without an API call for this long. The tests report the gap
-// against it; on a loaded 2-core CI machine under -race a timing can stretch,
-// so they fail only at stallGap, a real stall (the group waiting out a
-// 6 s session timeout, say).
-const (
-	maxCallGap = 2 * time.Second
-	stallGap   = 5 * time.Second
-)
+// against it, never fail on it: on a loaded 2-core CI machine under -race
+// any timing can stretch. What they fail on is the order of events that
+// a stall shows (checkNoStall).
+const maxCallGap = 2 * time.Second
 
-// checkCallGap fails t when the group stalled and reports the gap against
-// the acceptance figure.
+// checkCallGap reports the group's longest gap against the acceptance
+// figure.
 func checkCallGap(t *testing.T, d time.Duration) {
 	t.Helper()
-	if d >= stallGap {
-		t.Errorf("the group made no API call for %s: a stall (acceptance figure < %s)", d.Round(time.Millisecond), maxCallGap)
-		return
-	}
 	t.Logf("longest group gap %s; acceptance figure < %s: met=%v", d.Round(time.Millisecond), maxCallGap, d < maxCallGap)
+}
+
+// checkNoStall fails t when a scaling step stopped the whole group: for
+// every step that moved partitions, some partition that did not move must
+// have had an API call after the step and before the last moved partition's
+// first call on its new owner. Eager rebalancing, or a member that waits
+// out a session timeout before the others may go on, stops every partition
+// across the handover and fails this; cooperative handovers, where kept
+// partitions carry on, pass it however slow the machine is.
+func checkNoStall(t *testing.T, calls []apiCall, events []event) {
+	t.Helper()
+	last := map[int]string{} // partition -> member of its latest call
+	i := 0
+	for k, ev := range events {
+		to := time.Time{}
+		if k+1 < len(events) {
+			to = events[k+1].at
+		}
+		for ; i < len(calls) && !calls[i].at.After(ev.at); i++ {
+			last[calls[i].partition] = calls[i].member
+		}
+		moved := map[int]bool{}
+		var handoverEnd time.Time
+		var kept []apiCall
+		for _, c := range calls[i:] {
+			if !to.IsZero() && !c.at.Before(to) {
+				break
+			}
+			if m, ok := last[c.partition]; ok && m != c.member && !moved[c.partition] {
+				moved[c.partition] = true
+				handoverEnd = c.at
+			}
+			if !moved[c.partition] {
+				kept = append(kept, c)
+			}
+		}
+		if len(moved) == 0 {
+			continue
+		}
+		carried := false
+		for _, c := range kept {
+			if c.at.Before(handoverEnd) && !moved[c.partition] {
+				carried = true
+				break
+			}
+		}
+		if !carried {
+			t.Errorf("%s: no partition that stayed put made an API call while %d partitions moved: the whole group stalled", ev.name, len(moved))
+		}
+	}
 }
 
 // TestScaleOneThreeTwo: a busy member on 8 partitions, two more join, then
 // one leaves (a clean SIGTERM-like stop), while 1–2 s calls run. Nothing is
 // lost, nothing is published twice (revoked partitions and the leaving
-// member commit before they let go), and the group is never without an API
-// call for maxCallGap.
+// member commit before they let go), and the partitions that stay put
+// carry on while others move (the longest gap is reported against
+// maxCallGap).
 func TestScaleOneThreeTwo(t *testing.T) {
 	t.Parallel()
 	sr := scaleRun{records: 3000, partitions: 8, latency: 1500 * time.Millisecond, jitter: 500 * time.Millisecond,
@@ -410,17 +460,17 @@ func TestScaleOneThreeTwo(t *testing.T) {
 	var events []event
 
 	stopA := s.runMember(t, srv, "A")
-	results.waitDistinct(sr.records/5, time.Minute)
+	results.waitDistinct(sr.records/5, watchdog)
 	events = append(events, event{"B and C join", time.Now()})
 	stopB := s.runMember(t, srv, "B")
 	stopC := s.runMember(t, srv, "C")
-	results.waitDistinct(sr.records*3/5, time.Minute)
+	results.waitDistinct(sr.records*3/5, watchdog)
 	events = append(events, event{"A leaves", time.Now()})
 	if err := stopA(); err != nil {
 		t.Fatalf("A: %v", err)
 	}
 	t.Logf("A drained and left in %s", time.Since(events[1].at).Round(time.Millisecond))
-	results.waitDistinct(sr.records, time.Minute)
+	results.waitDistinct(sr.records, watchdog)
 	if err := stopB(); err != nil {
 		t.Fatalf("B: %v", err)
 	}
@@ -429,6 +479,7 @@ func TestScaleOneThreeTwo(t *testing.T) {
 	}
 	g, dups := report(t, calls.calls(), events, sr.records, s.readAllResults(t))
 	checkCallGap(t, g.d)
+	checkNoStall(t, calls.calls(), events)
 	if dups != 0 {
 		t.Errorf("%d duplicate results after clean rebalances, want 0", dups)
 	}
@@ -442,8 +493,8 @@ func TestScaleOneThreeTwo(t *testing.T) {
 // TestScaleKill9: as TestScaleOneThreeTwo, but the member that goes away
 // is a process killed with SIGKILL: it neither finishes its records nor
 // leaves the group. Its partitions stall until its session times out
-// (6s, the brokers' minimum) while the others go on: the group as a whole
-// is still never without an API call for maxCallGap, and nothing is lost.
+// (6s, the brokers' minimum) while the others go on (checkNoStall; the
+// longest gap is reported against maxCallGap), and nothing is lost.
 // Records the killed member had published but not committed are published
 // again by their next owner: duplicates are expected, and counted.
 func TestScaleKill9(t *testing.T) {
@@ -461,18 +512,18 @@ func TestScaleKill9(t *testing.T) {
 	var events []event
 
 	stopA := s.runMember(t, srv, "A")
-	results.waitDistinct(sr.records/8, time.Minute)
+	results.waitDistinct(sr.records/8, watchdog)
 	events = append(events, event{"B and K join", time.Now()})
 	stopB := s.runMember(t, srv, "B")
 	k := s.startChild(t, srv, "K", "SLUICE_SESSION_TIMEOUT=6s")
-	waitFor(t, time.Minute, "K's first API call", func() bool {
+	waitFor(t, watchdog, "K's first API call", func() bool {
 		_, ok := calls.firstCall("K")
 		return ok
 	})
-	results.waitDistinct(sr.records*3/10, time.Minute)
+	results.waitDistinct(sr.records*3/10, watchdog)
 	events = append(events, event{"K killed", time.Now()})
 	k.kill9(t)
-	results.waitDistinct(sr.records, 2*time.Minute)
+	results.waitDistinct(sr.records, watchdog)
 	for name, stop := range map[string]func() error{"A": stopA, "B": stopB} {
 		if err := stop(); err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -480,5 +531,6 @@ func TestScaleKill9(t *testing.T) {
 	}
 	g, dups := report(t, calls.calls(), events, sr.records, s.readAllResults(t))
 	checkCallGap(t, g.d)
+	checkNoStall(t, calls.calls(), events)
 	t.Logf("%d duplicate results after a kill -9 (records K published but had not committed)", dups)
 }

@@ -113,12 +113,11 @@ Flags:
 		fs.PrintDefaults()
 		writeKafkaEnvHelp(w)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, sio.out); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("submit: want exactly one FILE (or - for stdin)")
+		return usagef("submit", "want exactly one FILE (or - for stdin), got %d arguments", fs.NArg())
 	}
 	dir, err := kf.dir()
 	if err != nil {

@@ -265,9 +265,9 @@ func TestSubmitRejects(t *testing.T) {
 func TestSubmitCollectHelp(t *testing.T) {
 	t.Parallel()
 	for _, cmd := range []func(context.Context, []string, stdio) error{submit, collect} {
-		_, stderr, err := runCLI(t, cmd, "", "--help")
-		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr, "SLUICE_BROKERS") || !strings.Contains(stderr, "-brokers") {
-			t.Errorf("--help = %v\n%s", err, stderr)
+		stdout, _, err := runCLI(t, cmd, "", "--help") // asked for: on stdout
+		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stdout, "SLUICE_BROKERS") || !strings.Contains(stdout, "-brokers") {
+			t.Errorf("--help = %v\n%s", err, stdout)
 		}
 	}
 }

@@ -73,6 +73,7 @@ type API struct {
 	BaseURL        string        `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
 	Key            Secret        `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
 	KeyFile        string        `envconfig:"SLUICE_API_KEY_FILE" desc:"file holding the bearer token (trailing whitespace trimmed), re-read when it changes; instead of SLUICE_API_KEY"`
+	Keyless        bool          `envconfig:"SLUICE_API_KEYLESS" default:"false" desc:"the endpoint needs no API key (e.g. a local vLLM or Ollama): start without one and send no Authorization header"`
 	Model          string        `envconfig:"SLUICE_MODEL" default:"grok-4" desc:"model used when a request names none"`
 	RequestTimeout time.Duration `envconfig:"SLUICE_REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
 	MaxAttempts    int           `envconfig:"SLUICE_MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
@@ -128,6 +129,7 @@ type Consume struct {
 	API
 	Limits
 	Delivery
+	Output
 	HTTPAddr       string        `envconfig:"SLUICE_HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
 	CommitInterval time.Duration `envconfig:"SLUICE_COMMIT_INTERVAL" default:"1s" desc:"how often finished offsets are committed"`
 	DrainTimeout   time.Duration `envconfig:"SLUICE_DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
@@ -143,9 +145,9 @@ func LoadConsume() (Consume, error) {
 	// falls back to the unprefixed name, and an unrelated API_KEY or
 	// MODEL in the environment would be used.
 	if err := envconfig.Process("", &c); err != nil {
-		return c, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return c, EnvError(err)
 	}
-	if c.Key == "" && c.KeyFile == "" {
+	if c.Key == "" && c.KeyFile == "" && !c.Keyless {
 		c.Key = Secret(os.Getenv("XAI_API_KEY"))
 	}
 	return c, c.Validate()
@@ -166,6 +168,9 @@ func (c Consume) Validate() error {
 		return err
 	}
 	if err := c.Delivery.Validate(); err != nil {
+		return err
+	}
+	if err := c.Output.Validate(); err != nil {
 		return err
 	}
 	for _, d := range []struct {
@@ -237,6 +242,12 @@ func (a API) Validate() error {
 	}
 	if a.StreamIdleTimeout <= 0 {
 		return invalid("STREAM_IDLE_TIMEOUT", "must be a positive duration, got %s", a.StreamIdleTimeout)
+	}
+	switch {
+	case a.Keyless && (a.Key != "" || a.KeyFile != ""):
+		return invalid("API_KEYLESS", "is true, yet SLUICE_API_KEY or SLUICE_API_KEY_FILE is set: unset one of them")
+	case !a.Keyless && a.Key == "" && a.KeyFile == "":
+		return invalid("API_KEY", "not set: set SLUICE_API_KEY, SLUICE_API_KEY_FILE or XAI_API_KEY, or SLUICE_API_KEYLESS=true for an endpoint that needs no key")
 	}
 	return a.validateKeyFile()
 }

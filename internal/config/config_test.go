@@ -42,7 +42,12 @@ var allNames = []string{
 	"MAX_IN_FLIGHT", "RPM", "TPM", "MODEL_LIMITS", "QUOTA_PROBE_INTERVAL", "MAX_BUFFERED_BYTES",
 	"DELIVERY", "ORDERING", "TRANSACTIONAL_ID", "RECORD_DEADLINE",
 	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "REVOKE_TIMEOUT", "LOG_LEVEL",
+	"API_KEYLESS", "COMPRESSION",
 }
+
+// testKey is the XAI_API_KEY of every test's environment unless it says
+// otherwise: a consumer without a key does not start.
+const testKey = "xai-test-key"
 
 // clearEnv unsets every variable LoadConsume may read, and their unprefixed
 // twins (which it must ignore), restoring them after t.
@@ -58,6 +63,7 @@ func clearEnv(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	t.Setenv("XAI_API_KEY", testKey)
 }
 
 // TestUnprefixedNamesIgnored: an unrelated API_KEY or MODEL in the
@@ -71,7 +77,7 @@ func TestUnprefixedNamesIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Key.Reveal() != "" || c.Model != "grok-4" || c.MaxInFlight != 256 {
+	if c.Key.Reveal() != testKey || c.Model != "grok-4" || c.MaxInFlight != 256 {
 		t.Fatalf("unprefixed variables were read: key=%q model=%q max_in_flight=%d", c.Key.Reveal(), c.Model, c.MaxInFlight)
 	}
 }
@@ -103,7 +109,9 @@ func TestLoadConsumeDefaults(t *testing.T) {
 		{"SLUICE_OUTPUT_TOPIC", c.OutputTopic, "completions"},
 		{"SLUICE_DLQ_TOPIC", c.DLQTopic, "prompts.dlq"},
 		{"SLUICE_API_BASE_URL", c.BaseURL, "https://api.x.ai/v1"},
-		{"SLUICE_API_KEY", c.Key.Reveal(), ""},
+		{"SLUICE_API_KEY", c.Key.Reveal(), testKey}, // from XAI_API_KEY
+		{"SLUICE_API_KEYLESS", c.Keyless, false},
+		{"SLUICE_COMPRESSION", c.Compression, "gzip"},
 		{"SLUICE_MODEL", c.Model, "grok-4"},
 		{"SLUICE_MAX_IN_FLIGHT", c.MaxInFlight, 256},
 		{"SLUICE_RPM", c.RPM, 0},
@@ -162,7 +170,6 @@ func TestAPIKeyFallback(t *testing.T) {
 		setSluice    bool
 		setXAIApiKey bool
 	}{
-		{name: "none", want: ""},
 		{name: "XAI_API_KEY only", xai: "xai-fallback", setXAIApiKey: true, want: "xai-fallback"},
 		{name: "SLUICE_API_KEY only", sluice: "sk-primary", setSluice: true, want: "sk-primary"},
 		{name: "SLUICE_API_KEY wins", sluice: "sk-primary", xai: "xai-fallback", setSluice: true, setXAIApiKey: true, want: "sk-primary"},
@@ -170,6 +177,7 @@ func TestAPIKeyFallback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
+			os.Unsetenv("XAI_API_KEY")
 			if tc.setSluice {
 				t.Setenv("SLUICE_API_KEY", tc.sluice)
 			}
@@ -229,6 +237,9 @@ func TestLoadConsumeInvalid(t *testing.T) {
 		{"commit interval 0", map[string]string{"SLUICE_COMMIT_INTERVAL": "0s"}, "SLUICE_COMMIT_INTERVAL"},
 		{"revoke timeout non-duration", map[string]string{"SLUICE_REVOKE_TIMEOUT": "soon"}, "SLUICE_REVOKE_TIMEOUT"},
 		{"log level", map[string]string{"SLUICE_LOG_LEVEL": "trace"}, "SLUICE_LOG_LEVEL"},
+		{"compression", map[string]string{"SLUICE_COMPRESSION": "brotli"}, "SLUICE_COMPRESSION"},
+		{"keyless with a key", map[string]string{"SLUICE_API_KEYLESS": "true", "SLUICE_API_KEY": "sk-1"}, "SLUICE_API_KEYLESS"},
+		{"keyless not a bool", map[string]string{"SLUICE_API_KEYLESS": "yes please"}, "SLUICE_API_KEYLESS"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -351,4 +362,66 @@ func TestRemovedVariableIsReported(t *testing.T) {
 	if len(notes) != 1 || !strings.Contains(notes[0], "SLUICE_PARTITION_WINDOW") || !strings.Contains(notes[0], "SLUICE_MAX_BUFFERED_BYTES") {
 		t.Fatalf("notes = %q", notes)
 	}
+}
+
+// TestMissingAPIKey: with no key anywhere, consume refuses to start with
+// one line naming every way to give one, and the way to say there is none.
+func TestMissingAPIKey(t *testing.T) {
+	clearEnv(t)
+	os.Unsetenv("XAI_API_KEY")
+	_, err := config.LoadConsume()
+	if !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("LoadConsume without a key = %v, want ErrInvalid", err)
+	}
+	for _, name := range []string{"SLUICE_API_KEY", "SLUICE_API_KEY_FILE", "XAI_API_KEY", "SLUICE_API_KEYLESS=true"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("err = %q, want it to name %s", err, name)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("err = %q, want one line", err)
+	}
+
+	// A keyless endpoint starts without one, and ignores XAI_API_KEY,
+	// which may be in the environment for other tools.
+	t.Setenv("XAI_API_KEY", testKey)
+	t.Setenv("SLUICE_API_KEYLESS", "true")
+	t.Setenv("SLUICE_API_BASE_URL", "http://127.0.0.1:11434/v1")
+	c, err := config.LoadConsume()
+	if err != nil {
+		t.Fatalf("keyless: %v", err)
+	}
+	if !c.Keyless || c.Key != "" {
+		t.Errorf("keyless: Keyless=%v, key %q; want true and no key", c.Keyless, c.Key.Reveal())
+	}
+}
+
+// TestEnvParseErrors: a value of the wrong form is one line naming the
+// variable and the form, not envconfig's message.
+func TestEnvParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"SLUICE_DRAIN_TIMEOUT", "25", `invalid configuration: SLUICE_DRAIN_TIMEOUT: "25" is not a duration; give a number with a unit, e.g. 25s, 500ms or 2m`},
+		{"SLUICE_MAX_IN_FLIGHT", "lots", `invalid configuration: SLUICE_MAX_IN_FLIGHT: "lots" is not a whole number`},
+		{"SLUICE_STREAM", "sometimes", `invalid configuration: SLUICE_STREAM: "sometimes" is not true or false`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv(tc.name, tc.value)
+			_, err := config.LoadConsume()
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("err = %v\nwant  %s", err, tc.want)
+			}
+			if !errors.Is(err, config.ErrInvalid) {
+				t.Errorf("err = %v, want it to wrap ErrInvalid", err)
+			}
+		})
+	}
+	t.Run("model limits", func(t *testing.T) {
+		clearEnv(t)
+		t.Setenv("SLUICE_MODEL_LIMITS", "grok-4=rpm")
+		_, err := config.LoadConsume()
+		if err == nil || !strings.HasPrefix(err.Error(), "invalid configuration: SLUICE_MODEL_LIMITS: ") || strings.Contains(err.Error(), "envconfig") {
+			t.Errorf("err = %v, want it to start with the variable, without envconfig's wording", err)
+		}
+	})
 }

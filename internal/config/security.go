@@ -41,7 +41,7 @@ type KafkaSecurity struct {
 func LoadKafkaSecurity() (KafkaSecurity, error) {
 	var s KafkaSecurity
 	if err := envconfig.Process("", &s); err != nil {
-		return s, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return s, EnvError(err)
 	}
 	return s, s.Validate()
 }

@@ -83,7 +83,7 @@ func ping(t testing.TB, k config.Kafka, extra ...kgo.Opt) (err, explained error,
 	return err, kafkaconn.SecurityError(cl, err), time.Since(start)
 }
 
-// failsFast checks that a Ping with k fails within a few seconds with a
+// failsFast checks that a Ping with k fails before its deadline with a
 // SecurityError wrapping sentinel (if any) and naming every variable.
 func failsFast(t testing.TB, k config.Kafka, sentinel error, names ...string) {
 	t.Helper()
@@ -92,8 +92,9 @@ func failsFast(t testing.TB, k config.Kafka, sentinel error, names ...string) {
 		t.Fatal("Ping succeeded, want an error")
 	}
 	t.Logf("Ping failed after %s: %v", took.Round(time.Millisecond), serr)
-	if took > 5*time.Second {
-		t.Errorf("Ping took %s to fail, want a prompt error", took)
+	// A hang would end only at the Ping's deadline: the error says which.
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Ping waited for its deadline (%v), want a prompt error", err)
 	}
 	if serr == nil {
 		t.Fatalf("SecurityError(%v) = nil, want an explanation", err)

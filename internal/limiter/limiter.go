@@ -340,12 +340,12 @@ func (p *Permit) Done(o Outcome) {
 		l.paused, l.pausedAt = true, now
 		l.pauseReason = o.Unusable.Error()
 		l.nextProbe = now.Add(l.cfg.ProbeInterval)
-		l.log.Error().Str("reason", l.pauseReason).Dur("probe_every", l.cfg.ProbeInterval).
+		l.log.Error().Str("reason", l.pauseReason).Stringer("probe_every", l.cfg.ProbeInterval).
 			Msg("limiter: the API account cannot go on; pausing all calls until a probe succeeds")
 		paused = true
 	case o.Success && p.probe && l.paused:
 		l.paused = false
-		l.log.Info().Dur("paused_for", now.Sub(l.pausedAt)).Msg("limiter: the API account works again; resuming")
+		l.log.Info().Stringer("paused_for", now.Sub(l.pausedAt).Round(time.Millisecond)).Msg("limiter: the API account works again; resuming")
 		l.pauseReason = ""
 		l.broadcastLocked()
 		resumed = true
@@ -376,7 +376,7 @@ func (l *Limiter) cooldownLocked(now time.Time, d time.Duration, why string) {
 		return
 	}
 	if !now.Before(l.cooldownUntil) {
-		l.log.Info().Dur("cooldown", until.Sub(now)).Str("reason", why).Msg("limiter: pausing all calls")
+		l.log.Info().Stringer("cooldown", until.Sub(now).Round(time.Millisecond)).Str("reason", why).Msg("limiter: pausing all calls")
 	}
 	l.cooldownUntil = until
 }

@@ -3,12 +3,12 @@ package mockapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -160,28 +160,27 @@ func TestFaultAnswers(t *testing.T) {
 	})
 
 	t.Run("hang ends when the client cancels", func(t *testing.T) {
-		mock, srv := startServer(t, Config{Hang: 1})
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat/completions",
-			strings.NewReader(reqBody(t, "grok-4", "x", nil)))
-		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			t.Fatalf("hang answered %d", resp.StatusCode)
-		}
-		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < 100*time.Millisecond {
-			t.Fatalf("err %v after %v, want the client's deadline", err, time.Since(start))
-		}
-		closed := time.Now()
-		srv.Close() // blocks until the handler has returned
-		if el := time.Since(closed); el > 2*time.Second {
-			t.Fatalf("handler outlived the client by %v", el)
-		}
-		if st := mock.Stats(); st.InFlight != 0 || st.Faults[FaultHang] != 1 {
-			t.Fatalf("stats %+v", st)
-		}
+		// In a synctest bubble: the handler hangs until the request's
+		// context ends, exactly at the client's 100ms deadline.
+		synctest.Test(t, func(t *testing.T) {
+			mock := New(Config{Hang: 1})
+			defer mock.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions",
+				strings.NewReader(reqBody(t, "grok-4", "x", nil)))
+			start := time.Now()
+			rec, _ := serveRecorded(mock, r)
+			if el := time.Since(start); el != 100*time.Millisecond {
+				t.Fatalf("the hang ended after %v, want at the client's 100ms deadline", el)
+			}
+			if rec.Body.Len() != 0 {
+				t.Fatalf("hang answered %d %q", rec.Code, rec.Body)
+			}
+			if st := mock.Stats(); st.InFlight != 0 || st.Faults[FaultHang] != 1 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
 	})
 
 	t.Run("latency ends when the client cancels", func(t *testing.T) {

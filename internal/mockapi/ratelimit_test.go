@@ -239,8 +239,7 @@ func TestRateLimitRealTime(t *testing.T) {
 	if float64(ok) > upper || float64(ok) < math.Min(lower, total) {
 		t.Fatalf("%d admitted, want within [%.1f, %.1f]", ok, lower, upper)
 	}
-	// Apart from the initial burst, the refill admits about half of them.
-	if frac := float64(ok-burst) / float64(total); frac < 0.4 || frac > 0.6 {
-		t.Fatalf("refill admitted %.2f of the requests, want about 0.5", frac)
-	}
+	// No check that the refill admitted "about half": on a loaded machine
+	// the sends fall behind the ticker and more are admitted, rightly. The
+	// bounds above follow from the times measured, whatever they are.
 }
