@@ -216,9 +216,20 @@ func (c *Consumer) endTxn(parts []*partition, again bool) error {
 		req.Topics = slices.DeleteFunc(topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return len(t.Partitions) == 0 })
 		return nil
 	})
-	committed, err := c.sess.End(ctx, kgo.TryCommit)
+	// Every output produced in the transaction is acknowledged or failed
+	// after the flush (produces wait at the gate): one that failed means
+	// the transaction holds part of a record's outputs, so it aborts.
+	try := kgo.TryCommit
+	if err := c.sess.Client().Flush(ctx); err != nil {
+		return fmt.Errorf("end transaction: flush: %w", err)
+	}
+	if c.txnFailed.Swap(false) {
+		try = kgo.TryAbort
+		c.log.Warn().Msg("aborting the transaction: an output in it could not be written; its records are processed again")
+	}
+	committed, err := c.sess.End(ctx, try)
 	ok := committed && err == nil
-	if !ok && err == nil {
+	if !ok && err == nil && try == kgo.TryCommit {
 		c.log.Info().Msg("transaction aborted by a rebalance; its records are processed again")
 	}
 	for _, p := range parts {

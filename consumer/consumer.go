@@ -81,6 +81,14 @@ type Config struct {
 	// with RunTransactional; outputs and input offsets commit in one
 	// Kafka transaction.
 	TransactionalID string
+	// OnRedone, when set, is told of records processed again although
+	// they had been processed once: their transaction aborted, or their
+	// outputs could not be written. (Records redone by a new owner after
+	// a crash are not seen by any member.)
+	OnRedone func(n int)
+	// OnSkipped, when set, is told of records skipped because the
+	// committed offset map listed them as finished.
+	OnSkipped func(n int)
 	// OnShare, when set, is told this member's share of the group's work
 	// (its fraction of the topic's assigned partitions), after every
 	// rebalance and periodically.
@@ -94,13 +102,16 @@ type Consumer struct {
 	handler Handler
 	log     zerolog.Logger
 
-	cl       *kgo.Client
-	sess     *kgo.GroupTransactSession // exactly-once only
-	txnMu    sync.RWMutex              // exactly-once: produces hold it shared, ending a transaction exclusively
-	noMeta   atomic.Bool               // the brokers refused offset-map metadata: commit plain offsets
-	workCtx  context.Context           // handlers run under it; not canceled by Run's ctx
-	stopWork context.CancelFunc
-	handlers sync.WaitGroup // handler goroutines
+	cl     *kgo.Client
+	sess   *kgo.GroupTransactSession // exactly-once only
+	txnMu  sync.RWMutex              // exactly-once: produces hold it shared, ending a transaction exclusively
+	noMeta atomic.Bool               // the brokers refused offset-map metadata: commit plain offsets
+	// txnFailed is set when an output failed to be written in the open
+	// transaction (exactly-once): it must abort, never commit.
+	txnFailed atomic.Bool
+	workCtx   context.Context // handlers run under it; not canceled by Run's ctx
+	stopWork  context.CancelFunc
+	handlers  sync.WaitGroup // handler goroutines
 
 	dispatch *dispatcher
 	bytes    *byteBudget
@@ -354,3 +365,26 @@ func (c *Consumer) Uncommitted() map[string]map[int32]int {
 // BufferedBytes returns the bytes of the fetched records the member holds
 // (see Config.MaxBufferedBytes), for metrics and tests.
 func (c *Consumer) BufferedBytes() int64 { return c.bytes.bytes() }
+
+// outputFailed notes that a record of p could not have its outputs
+// written and will be processed again; in exactly-once mode the open
+// transaction must then abort.
+func (c *Consumer) outputFailed(p *partition, err error) {
+	if c.exactlyOnce() {
+		c.txnFailed.Store(true)
+	}
+	c.log.Warn().Err(err).Str("topic", p.topic).Int32("partition", p.id).
+		Msg("a record's outputs could not be written; processing it again")
+}
+
+func (c *Consumer) redone(n int) {
+	if c.cfg.OnRedone != nil && n > 0 {
+		c.cfg.OnRedone(n)
+	}
+}
+
+func (c *Consumer) skippedOne() {
+	if c.cfg.OnSkipped != nil {
+		c.cfg.OnSkipped(1)
+	}
+}

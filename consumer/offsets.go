@@ -59,9 +59,11 @@ type entry struct {
 	from  int64
 	epoch int32
 	state entryState
-	// rec is held while the record may still have to be handed to the
-	// handler: until dispatched, or in exactly-once mode until finished.
+	// rec is held until the record finishes (or is given up): it may have
+	// to be handed to the handler again.
 	rec *kgo.Record
+	// failures counts the times its outputs could not be written.
+	failures int
 	// size is what the record counts against the member's byte budget.
 	size int64
 	// key is the record key while it is dispatched in key order (keyed).

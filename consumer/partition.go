@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +16,11 @@ import (
 // unfinished records are abandoned (revoked past the deadline, lost, or the
 // drain timed out).
 var errReleased = errors.New("consumer: partition released")
+
+// maxOutputFailures is how many times one record's outputs may fail to be
+// written before the member stops: a failure is retried (the record is
+// processed again), a record whose outputs never fit in Kafka is not.
+const maxOutputFailures = 3
 
 // maxRunAhead bounds how far, in offsets, a partition runs ahead of its
 // watermark: within it every gap of the offset map encodes in at most 3
@@ -41,8 +47,11 @@ type partition struct {
 	// produced are the records finished in the open transaction
 	// (exactly-once): their outputs are in it, so they count as finished
 	// for its commit, but they are queued again if it aborts. txnBase is
-	// what the last committed transaction covered.
+	// what the last committed transaction covered. failed are records
+	// whose outputs failed in the open transaction, which therefore
+	// aborts: they are queued again then.
 	produced []*entry
+	failed   []*entry
 	txnBase  finishedSet
 	// payload is the run-length size of the window's offset map, kept
 	// current as records finish.
@@ -90,6 +99,7 @@ func (p *partition) enqueue(recs []*kgo.Record) {
 				p.txnBase.add(e.from, e.offset) // finished before any transaction of ours
 			}
 			p.skipped++
+			p.c.skippedOne()
 			continue
 		}
 		detach(rec)
@@ -154,9 +164,6 @@ func (p *partition) dispatchOne() bool {
 	}
 	rec := e.rec
 	e.state = dispatched
-	if !p.c.exactlyOnce() {
-		e.rec = nil // the handler holds it now
-	}
 	p.outstanding++
 	p.c.handlers.Add(1)
 	go func() {
@@ -283,12 +290,27 @@ func (p *partition) ack(e *entry, err error) {
 		// Abandoned: the record stays unfinished and is redone by
 		// whoever consumes the partition next.
 		p.releaseLocked(e)
-	default:
-		// Its outputs could not be written: stop this partition short
-		// of the record (nothing is committed past it) and stop.
+	case e.failures+1 >= maxOutputFailures:
+		// Its outputs cannot be written: stop this partition short of
+		// the record (nothing is committed past it) and stop.
 		p.releaseLocked(e)
 		p.stopLocked()
-		p.c.fail(err)
+		p.c.fail(fmt.Errorf("%w (%d times)", err, e.failures+1))
+	case p.c.exactlyOnce():
+		// Some of its outputs may be in the open transaction: it must
+		// abort, and the record is processed again after it.
+		e.failures++
+		e.state = queued
+		p.failed = append(p.failed, e)
+		p.c.outputFailed(p, err)
+	default:
+		// At least once: process it again.
+		e.failures++
+		e.state = queued
+		p.queue = append(p.queue, e)
+		slices.SortFunc(p.queue, func(a, b *entry) int { return cmp.Compare(a.offset, b.offset) })
+		p.c.outputFailed(p, err)
+		p.c.redone(1)
 	}
 	if p.outstanding == 0 && p.idle != nil {
 		close(p.idle)
@@ -310,9 +332,10 @@ func (p *partition) releaseLocked(e *entry) {
 func (p *partition) settle(committed bool, off int64, meta string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	prod := p.produced
-	p.produced = nil
-	if committed {
+	prod, failed := p.produced, p.failed
+	p.produced, p.failed = nil, nil
+	switch {
+	case committed:
 		for _, e := range prod {
 			p.releaseLocked(e)
 		}
@@ -320,21 +343,22 @@ func (p *partition) settle(committed bool, off int64, meta string) {
 		if off >= 0 {
 			p.committed, p.committedMeta = max(p.committed, off), meta
 		}
-		return
-	}
-	if p.stopped {
+		prod = nil
+	case p.stopped:
 		for _, e := range prod {
 			p.releaseLocked(e)
 		}
-		return
-	}
-	if len(prod) > 0 {
+		return // the failed ones are pending: forget gives their bytes back
+	default:
 		for _, e := range prod {
 			e.state = queued
 		}
 		p.window.restore(p.txnBase, prod)
-		p.queue = append(p.queue, prod...)
+	}
+	if len(prod)+len(failed) > 0 {
+		p.queue = append(append(p.queue, prod...), failed...)
 		slices.SortFunc(p.queue, func(a, b *entry) int { return cmp.Compare(a.offset, b.offset) })
+		p.c.redone(len(prod) + len(failed))
 	}
 	p.finishedLocked()
 }

@@ -27,6 +27,7 @@ func codeMetrics(t *testing.T) (exposed map[string]metricSpec, described []strin
 	perPartition := func() map[string]map[int32]int64 { return map[string]map[int32]int64{"prompts": {0: 1}} }
 	metrics.RegisterUncommitted(rec, perPartition)
 	metrics.RegisterGroupLag(rec, perPartition)
+	metrics.RegisterBufferedBytes(rec, func() int64 { return 1 << 20 })
 	if rec.err != nil {
 		t.Fatal(rec.err)
 	}
@@ -42,6 +43,8 @@ func codeMetrics(t *testing.T) (exposed map[string]metricSpec, described []strin
 	m.Tokens("grok-4", 3, 2, 1)
 	m.Stream("grok-4", time.Second, 50)
 	m.DeltasLost(1)
+	m.Redone(1)
+	m.Skipped(1)
 
 	families, err := rec.Gather()
 	if err != nil {

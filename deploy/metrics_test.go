@@ -54,6 +54,9 @@ var contract = map[string]metricSpec{
 	"sluice_api_rate_limited_total":          {counter, nil},                       // 429s about the rate, not the quota
 	"sluice_api_stream_tokens_per_second":    {histogram, []string{"model"}},
 	"sluice_stream_deltas_lost_total":        {counter, nil},
+	"sluice_records_redone_total":            {counter, nil}, // processed again: aborted transaction, failed outputs
+	"sluice_records_skipped_total":           {counter, nil}, // listed finished by the committed offset map
+	"sluice_buffered_bytes":                  {gauge, nil},   // against SLUICE_MAX_BUFFERED_BYTES
 	"sluice_in_flight_requests":              {gauge, nil},
 	"sluice_limiter_concurrency":             {gauge, nil},
 	"sluice_limiter_cooldown_seconds":        {gauge, nil},

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,7 +88,7 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
 	s.produce(b, recs...)
 	reader := s.client(b, kgo.ConsumeTopics("completions"))
 	b.StartTimer()
-	start := time.Now()
+	start, cpuStart := time.Now(), cpuTime()
 	stop := s.member(b)
 	var at []time.Duration // when each result arrived
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -99,6 +100,7 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
 		}
 	}
 	cancel()
+	cpu := cpuTime() - cpuStart
 	b.StopTimer()
 	_ = stop()
 	s.cluster.Close()
@@ -111,6 +113,16 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
 	ideal := float64(inFlight) / lp.mean().Seconds()
 	b.ReportMetric(rate, "records/s")
 	b.ReportMetric(rate/ideal, "ratio_to_ideal")
-	fmt.Printf("pipeline throughput %s: %d records, steady state (10%%-90%%) %.0f records/s; ideal C/mean latency = %d/%s = %.0f; ratio %.3f\n",
-		lp.name, lp.records, rate, inFlight, lp.mean(), ideal, rate/ideal)
+	// The whole process: kafka, the API stub and the pipeline.
+	cpuPerRecord := cpu / time.Duration(lp.records)
+	b.ReportMetric(float64(cpuPerRecord.Microseconds()), "cpu_us/record")
+	fmt.Printf("pipeline throughput %s: %d records, steady state (10%%-90%%) %.0f records/s; ideal C/mean latency = %d/%s = %.0f; ratio %.3f; CPU %s/record (whole test process)\n",
+		lp.name, lp.records, rate, inFlight, lp.mean(), ideal, rate/ideal, cpuPerRecord)
+}
+
+// cpuTime is the CPU time this process used so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -135,7 +135,9 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		Ordering:         ordering,
 		TransactionalID:  transactionalID(cfg),
 		// The budgets are the group's: each member takes its share.
-		OnShare: lim.SetShare,
+		OnShare:   lim.SetShare,
+		OnRedone:  m.Redone,
+		OnSkipped: m.Skipped,
 	}, log)
 
 	// franz-go logs several lines per group event at info; keep the

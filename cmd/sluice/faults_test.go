@@ -212,3 +212,69 @@ func txnID(mode, id string) []kgo.Opt {
 	}
 	return []kgo.Opt{kgo.TransactionalID(id)}
 }
+
+// TestOutputFailureIsRedone: one record's dead letter is refused by the
+// broker with a non-retriable error. The member stays up and processes the
+// record again; under exactly-once the transaction that held its result
+// aborts, so a read_committed reader sees each result and the dead letter
+// once.
+func TestOutputFailureIsRedone(t *testing.T) {
+	for _, mode := range []string{config.AtLeastOnce, config.ExactlyOnce} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newTestStack(t, 2)
+			s.cfg.Mode = mode
+			s.cfg.CommitInterval = 100 * time.Millisecond
+			s.cfg.HTTPAddr = freeAddr(t)
+			const n = 60
+			var recs []*kgo.Record
+			for i := range n {
+				text := fmt.Sprintf("sleep-20 p-%d", i)
+				if i == n/2 {
+					text = "status-400" // fails: a result and a dead letter
+				}
+				recs = append(recs, &kgo.Record{Key: fmt.Appendf(nil, "%d", i),
+					Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":%q}`, i, text)})
+			}
+			s.produce(t, recs...)
+			hits := faultWith(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "prompts.dlq", Err: kerr.InvalidRecord})(s.cluster)
+			stop := s.member(t)
+			var got, dead map[string]int
+			if mode == config.ExactlyOnce {
+				got = countByID(t, s.collectCommitted(t, "completions", n))
+				dead = countKeys(s.collectCommitted(t, "prompts.dlq", 1))
+			} else {
+				got = countByID(t, s.collect(t, "completions", n))
+				dead = countKeys(s.collect(t, "prompts.dlq", 1))
+			}
+			redone := scrape(t, s.cfg.HTTPAddr)["sluice_records_redone_total"]
+			if err := stop(); err != nil {
+				t.Fatalf("the member stopped with %v; it must go on", err)
+			}
+			if hits() != 1 {
+				t.Fatalf("%d faults injected, want 1", hits())
+			}
+			if dead[fmt.Sprint(n/2)] != 1 || len(dead) != 1 {
+				t.Errorf("dead letters by key %v, want one for %d", dead, n/2)
+			}
+			for i := range n {
+				c := got[fmt.Sprintf("c-%d", i)]
+				if c == 0 || (mode == config.ExactlyOnce && c != 1) {
+					t.Errorf("c-%d: %d results", i, c)
+				}
+			}
+			if redone < 1 {
+				t.Errorf("sluice_records_redone_total = %v, want >= 1", redone)
+			}
+			t.Logf("%s: %d API calls for %d records, %v redone", mode, s.api.calls.Load(), n, redone)
+		})
+	}
+}
+
+func countKeys(recs []*kgo.Record) map[string]int {
+	out := map[string]int{}
+	for _, r := range recs {
+		out[string(r.Key)]++
+	}
+	return out
+}

@@ -37,6 +37,8 @@ type Metrics struct {
 	tokenRate    *prometheus.HistogramVec
 	tokens       *prometheus.CounterVec
 	deltasLost   prometheus.Counter
+	redone       prometheus.Counter
+	skipped      prometheus.Counter
 
 	mu     sync.Mutex
 	models map[string]struct{}
@@ -83,10 +85,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		deltasLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_stream_deltas_lost_total", Help: "Delta records that could not be written to the stream topic (best effort).",
 		}),
+		redone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_records_redone_total",
+			Help: "Records this member processed again after processing them once: their transaction aborted (exactly-once) or their outputs could not be written.",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_records_skipped_total",
+			Help: "Records not processed again because the committed offset map listed them as finished (work a previous owner did).",
+		}),
 		models: make(map[string]struct{}),
 	}
 	reg.MustRegister(m.consumed, m.succeeded, m.failed, m.deadLettered, m.apiRequests, m.retries,
-		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost)
+		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost, m.redone, m.skipped)
 	return m
 }
 
@@ -102,6 +112,20 @@ func (m *Metrics) model(name string) string {
 	}
 	m.models[name] = struct{}{}
 	return name
+}
+
+// Redone counts records processed again after being processed once.
+func (m *Metrics) Redone(n int) {
+	if m != nil {
+		m.redone.Add(float64(n))
+	}
+}
+
+// Skipped counts records skipped thanks to the committed offset map.
+func (m *Metrics) Skipped(n int) {
+	if m != nil {
+		m.skipped.Add(float64(n))
+	}
 }
 
 // Consumed counts a record handed to processing.
