@@ -22,9 +22,16 @@ const commitTimeout = 10 * time.Second
 // runs ahead of a slow record (offsetMapRoom).
 const maxOffsetMapBytes = 4000
 
-// commitLoop commits every partition's progress each CommitInterval until
-// stop is closed: plain offset commits, or in exactly-once mode the end of
-// the open transaction.
+// minCommitGap spaces the at-least-once commits that follow finished
+// records: at most one commit in flight and about 50 a second per member,
+// so a crash repeats the calls in flight plus what finished in the last
+// 20 ms, not a whole commit interval of finished work.
+const minCommitGap = 20 * time.Millisecond
+
+// commitLoop commits until stop is closed. At least once: as soon as
+// records finished, one commit at a time, at least minCommitGap apart
+// (and every CommitInterval, which retries a failed commit). Exactly once:
+// the open transaction ends every CommitInterval.
 func (c *Consumer) commitLoop(stop <-chan struct{}) {
 	t := time.NewTicker(c.cfg.CommitInterval)
 	defer t.Stop()
@@ -33,16 +40,36 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			c.commitMu.Lock()
-			if c.exactlyOnce() {
-				if err := c.endTxn(nil, true); err != nil {
-					c.fail(err)
-				}
-			} else {
-				c.commitLocked(c.assignedPartitions())
-			}
-			c.commitMu.Unlock()
+		case <-c.finishedCh:
 		}
+		sent := time.Now()
+		c.commitMu.Lock()
+		if c.exactlyOnce() {
+			if err := c.endTxn(nil, true); err != nil {
+				c.fail(err)
+			}
+		} else {
+			c.commitLocked(c.assignedPartitions())
+		}
+		c.commitMu.Unlock()
+		if wait := minCommitGap - time.Since(sent); wait > 0 && !c.exactlyOnce() {
+			select {
+			case <-stop:
+				return
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// finished tells the commit loop that records finished (at least once).
+func (c *Consumer) finished() {
+	if c.exactlyOnce() {
+		return
+	}
+	select {
+	case c.finishedCh <- struct{}{}:
+	default:
 	}
 }
 

@@ -65,7 +65,10 @@ type Config struct {
 	// from it (see recordSize). The fetch sizes are set to match
 	// (ClientOpts).
 	MaxBufferedBytes int64
-	// CommitInterval is the period of offset commits.
+	// CommitInterval is the period of the transactions in exactly-once
+	// mode. At least once, offsets are committed as records finish (at
+	// most one commit at a time, about 50 a second); CommitInterval only
+	// paces the retries of a failed commit.
 	CommitInterval time.Duration
 	// RevokeTimeout bounds how long a revoked partition's records may
 	// finish before they are abandoned.
@@ -109,9 +112,12 @@ type Consumer struct {
 	// txnFailed is set when an output failed to be written in the open
 	// transaction (exactly-once): it must abort, never commit.
 	txnFailed atomic.Bool
-	workCtx   context.Context // handlers run under it; not canceled by Run's ctx
-	stopWork  context.CancelFunc
-	handlers  sync.WaitGroup // handler goroutines
+	// finishedCh wakes the commit loop when records finished (at least
+	// once): commits follow finishes.
+	finishedCh chan struct{}
+	workCtx    context.Context // handlers run under it; not canceled by Run's ctx
+	stopWork   context.CancelFunc
+	handlers   sync.WaitGroup // handler goroutines
 
 	dispatch *dispatcher
 	bytes    *byteBudget
@@ -159,6 +165,7 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 		pendingSkips: make(map[topicPartition]*offsetMap),
 
 		rebalanced: make(chan struct{}, 1),
+		finishedCh: make(chan struct{}, 1),
 	}
 }
 

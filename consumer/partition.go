@@ -286,6 +286,7 @@ func (p *partition) ack(e *entry, err error) {
 	case err == nil:
 		p.window.finish(e)
 		p.releaseLocked(e)
+		p.c.finished()
 	case p.ctx.Err() != nil:
 		// Abandoned: the record stays unfinished and is redone by
 		// whoever consumes the partition next.

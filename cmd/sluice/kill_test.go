@@ -29,7 +29,7 @@ func (s *testStack) killAfter(t *testing.T, want int, env ...string) {
 }
 
 // TestProcessKill9RepeatsOnlyInFlightCalls: 1,000 records finishing out of
-// order (every tenth is slow), SIGKILL mid-run, restart. Thanks to the offset
+// order (every tenth is stuck in its call), SIGKILL mid-run, restart. Thanks to the offset
 // map committed with the offsets, the restarted member skips what was
 // finished above the watermark: the API calls repeated are about those in
 // flight at the kill, not the whole uncommitted window.
@@ -40,7 +40,7 @@ func TestProcessKill9RepeatsOnlyInFlightCalls(t *testing.T) {
 	for i := range n {
 		text := fmt.Sprintf("sleep-5 p-%d", i)
 		if i%10 == 0 {
-			text = fmt.Sprintf("sleep-4000 p-%d", i)
+			text = fmt.Sprintf("slow p-%d", i) // answers once unblocked
 		}
 		recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":%q}`, i, text)})
 	}
@@ -63,6 +63,7 @@ func TestProcessKill9RepeatsOnlyInFlightCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
+	s.api.unblock()
 	cmd2 := s.startProcess(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
