@@ -212,7 +212,7 @@ Flags:
 	}
 
 	// Pass 1: check every line, producing nothing.
-	rejected, err := checkAll(src, w, sio.errOut)
+	rejected, err := checkAll(ctx, src, w, sio.errOut)
 	if err != nil {
 		return err
 	}
@@ -312,9 +312,12 @@ func (s *spool) Close() error { return errors.Join(s.File.Close(), os.Remove(s.N
 
 // checkAll checks every line with w.Check, reporting each rejected one as
 // "line N: reason", and returns the rejected line numbers in order.
-func checkAll(r io.Reader, w *producer.Writer, errOut io.Writer) (rejected []int, err error) {
+func checkAll(ctx context.Context, r io.Reader, w *producer.Writer, errOut io.Writer) (rejected []int, err error) {
 	lr := newLineReader(r, submitMaxLine)
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("submit: %w", context.Cause(ctx))
+		}
 		line, n, err := lr.next()
 		if errors.Is(err, io.EOF) {
 			return rejected, nil
