@@ -178,7 +178,21 @@ func TestRecordSizeLimit(t *testing.T) {
 	if fits == 0 || fits >= limit-1 {
 		t.Fatalf("largest value that fits: %d bytes of prompt", fits)
 	}
-	if err := w.Send(ctx, fits, value(fits)); err != nil {
+	if _, err := w.Close(ctx); err != nil { // nothing sent
+		t.Fatal(err)
+	}
+	w, err = c.Begin(ctx, "fits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Check(1, value(fits)); err != nil {
+		t.Fatal(err)
+	}
+	// Send produces only the value Check saw.
+	if err := w.Send(ctx, 1, value(fits-1)); err == nil || !strings.Contains(err.Error(), "the input changed") {
+		t.Fatalf("Send of a changed value = %v", err)
+	}
+	if err := w.Send(ctx, 1, value(fits)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Close(ctx); err != nil {
@@ -260,5 +274,61 @@ func TestWriterFailsHalfWay(t *testing.T) {
 				t.Fatalf("Produced = %d ids, %d acknowledged of 40", len(written), acked)
 			}
 		})
+	}
+}
+
+// TestCheckThenSend produces what Check planned, keyed and with headers as
+// AddLine would, skipping what the caller skips.
+func TestCheckThenSend(t *testing.T) {
+	t.Parallel()
+	cluster := startCluster(t, 1)
+	cl := dial(t, cluster)
+	c := NewClient(cl, ClientConfig{})
+	ctx := testCtx(t)
+	w, err := c.Begin(ctx, "cs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[int]string{2: `{"custom_id":"own","prompt":"a"}`, 4: `{"prompt":"b"}`, 5: `{"custom_id":"skipped","prompt":"c"}`}
+	for _, n := range []int{2, 4, 5} {
+		if _, err := w.Check(n, []byte(lines[n])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := w.Batch()
+	if b.State != StateProducing || fmt.Sprint(b.CustomIDs) != "[own cs-4 skipped]" {
+		t.Fatalf("planned batch %+v", b)
+	}
+	for id, n, ok := w.Next(); ok; id, n, ok = w.Next() {
+		if id == "skipped" {
+			w.Skip()
+			continue
+		}
+		if err := w.Send(ctx, n, []byte(lines[n])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err = w.Close(ctx); err != nil || b.State != StateSubmitted {
+		t.Fatalf("Close = %+v, %v", b, err)
+	}
+	written, err := c.Produced(ctx, b)
+	if err != nil || len(written) != 2 || !written["own"] || !written["cs-4"] {
+		t.Fatalf("Produced = %v, %v", written, err)
+	}
+	in, err := kgo.NewClient(append(cl.Opts(), kgo.ConsumeTopics("prompts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	got := map[string][]kgo.RecordHeader{}
+	for len(got) < 2 {
+		fs := in.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal(ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) { got[string(r.Key)] = r.Headers })
+	}
+	if fmt.Sprint(got["own"]) != "[{sluice.batch [99 115]}]" || fmt.Sprint(got["cs-4"]) != "[{sluice.batch [99 115]} {custom_id [99 115 45 52]}]" {
+		t.Fatalf("headers = %v", got)
 	}
 }

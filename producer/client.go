@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"regexp"
 	"slices"
 	"strconv"
@@ -137,7 +138,7 @@ func (c *Client) SubmitBatch(ctx context.Context, values [][]byte) (*Batch, erro
 	}
 	var errs []error
 	for i, v := range values {
-		_, id, err := w.build(i+1, v)
+		rec, id, err := w.build(i+1, v)
 		if err == nil {
 			if first, dup := w.seen[id]; dup {
 				err = fmt.Errorf("%w %q (first in request %d)", ErrDuplicateID, id, first-1)
@@ -147,8 +148,7 @@ func (c *Client) SubmitBatch(ctx context.Context, values [][]byte) (*Batch, erro
 			errs = append(errs, fmt.Errorf("request %d: %w", i, err))
 			continue
 		}
-		w.seen[id] = i + 1
-		w.batch.CustomIDs = append(w.batch.CustomIDs, id)
+		w.plan(i+1, id, v, len(rec.Headers) > 0 && rec.Headers[len(rec.Headers)-1].Key == result.HeaderCustomID)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -222,7 +222,9 @@ func (c *Client) record(value []byte, id, batch string, gen func() string) *kgo.
 // A value is checked before it is produced: the consumer's validator, its
 // custom_id unique in the batch, and its record's size against the input
 // topic's max.message.bytes. To know the whole batch before producing any
-// of it (to save its manifest first), Check every value, then Send them.
+// of it (to save its manifest first), Check every value, then Send them in
+// the same order (Next says which comes next); a Writer is used either so
+// or with Add/AddLine alone.
 //
 // When the kgo client is transactional (kgo.TransactionalID), the batch
 // is produced in one transaction, committed by Close: all of it becomes
@@ -236,8 +238,16 @@ type Writer struct {
 	limitErr error
 	seen     map[string]int // custom_id -> line
 	seq      int
-	txn      bool // the client is transactional
-	inTxn    bool // a transaction was begun
+	// Check's plan for Send, by position in batch.CustomIDs: a hash of
+	// each value (to notice a changed input), whether its id was
+	// generated, and the position of the next one to send.
+	hashes    []uint64
+	generated []bool
+	next      int
+	seed      maphash.Seed
+	added1    bool // AddLine was used: Send cannot be
+	txn       bool // the client is transactional
+	inTxn     bool // a transaction was begun
 
 	added, acked atomic.Int64
 	wg           sync.WaitGroup
@@ -289,6 +299,7 @@ func (c *Client) Begin(ctx context.Context, id string) (*Writer, error) {
 		limit:    limit,
 		limitErr: limitErr,
 		seen:     make(map[string]int),
+		seed:     maphash.MakeSeed(),
 		txn:      txnID != "",
 	}, nil
 }
@@ -297,7 +308,7 @@ func (c *Client) Begin(ctx context.Context, id string) (*Writer, error) {
 // Batch.State and Client.Produced): the Writer produces to b's topics
 // under b's id, and its results are read from b's ResultStart. The plan
 // starts empty: Check the batch's values again (the ids must come out as
-// in b), then Send those Produced did not find.
+// in b), then Send those Produced did not find and Skip the others.
 func (c *Client) Resume(ctx context.Context, b *Batch) (*Writer, error) {
 	if b.InputTopic != c.cfg.InputTopic || b.OutputTopic != c.cfg.OutputTopic {
 		return nil, fmt.Errorf("producer: batch %q went from %q to %q; the client is for %q to %q", b.ID, b.InputTopic, b.OutputTopic, c.cfg.InputTopic, c.cfg.OutputTopic)
@@ -343,6 +354,7 @@ func (w *Writer) AddLine(ctx context.Context, n int, value []byte) (customID str
 	if err != nil {
 		return "", err
 	}
+	w.added1 = true
 	w.produce(ctx, rec)
 	return string(rec.Key), nil
 }
@@ -357,30 +369,44 @@ func (w *Writer) Check(n int, value []byte) (customID string, err error) {
 	return string(rec.Key), nil
 }
 
-// Send produces line n's value, which Check accepted as line n, like
-// AddLine; a value Check did not accept as line n (the file changed in
-// between) is an error and is not produced.
+// Next returns the custom_id and line number of the next value Check
+// accepted that was not yet sent or skipped; ok is false when none is
+// left. Values must be sent (or skipped) in the order Check accepted them.
+func (w *Writer) Next() (customID string, line int, ok bool) {
+	if w.next >= len(w.batch.CustomIDs) {
+		return "", 0, false
+	}
+	id := w.batch.CustomIDs[w.next]
+	return id, w.seen[id], true
+}
+
+// Skip passes over the next value (Next) without producing it: it was
+// written before (Client.Produced).
+func (w *Writer) Skip() { w.next++ }
+
+// Send produces the next value Check accepted (Next), which must be line
+// n's value as it was when checked; it is not validated again. A value
+// that changed since, or another line, is an error and is not produced.
 func (w *Writer) Send(ctx context.Context, n int, value []byte) error {
 	if err := w.Err(); err != nil {
 		return err
 	}
-	rec, id, err := w.build(n, value)
-	if err != nil {
-		return fmt.Errorf("producer: line %d was valid when checked, now: %w", n, err)
+	id, line, ok := w.Next()
+	switch {
+	case w.added1:
+		return errors.New("producer: Send after AddLine: use Check and Send, or AddLine alone")
+	case !ok:
+		return fmt.Errorf("producer: line %d: every checked value was sent", n)
+	case line != n || maphash.Bytes(w.seed, value) != w.hashes[w.next]:
+		return fmt.Errorf("producer: line %d is not line %d as checked (custom_id %q): the input changed", n, line, id)
 	}
-	if line, ok := w.seen[id]; !ok || line != n {
-		return fmt.Errorf("producer: line %d (custom_id %q) is not the line checked (the input changed?)", n, id)
+	own := id
+	if w.generated[w.next] {
+		own = "" // record adds the custom_id header with id
 	}
-	w.produce(ctx, rec)
+	w.next++
+	w.produce(ctx, w.c.record(value, own, w.batch.ID, func() string { return id }))
 	return nil
-}
-
-// CustomID returns the custom_id that line n's value has in the batch: its
-// own, or the generated "<batch id>-<n>". The error is Check's, but a
-// duplicate is not one.
-func (w *Writer) CustomID(n int, value []byte) (string, error) {
-	_, id, err := w.build(n, value)
-	return id, err
 }
 
 // build validates value and makes its record.
@@ -404,9 +430,16 @@ func (w *Writer) check(n int, value []byte) (*kgo.Record, error) {
 	if first, dup := w.seen[id]; dup {
 		return nil, fmt.Errorf("%w %q (first on line %d)", ErrDuplicateID, id, first)
 	}
+	w.plan(n, id, value, len(rec.Headers) > 0 && rec.Headers[len(rec.Headers)-1].Key == result.HeaderCustomID)
+	return rec, nil
+}
+
+// plan adds line n's value, of custom_id id, to the batch.
+func (w *Writer) plan(n int, id string, value []byte, generated bool) {
 	w.seen[id] = n
 	w.batch.CustomIDs = append(w.batch.CustomIDs, id)
-	return rec, nil
+	w.hashes = append(w.hashes, maphash.Bytes(w.seed, value))
+	w.generated = append(w.generated, generated)
 }
 
 func (w *Writer) produce(ctx context.Context, rec *kgo.Record) {

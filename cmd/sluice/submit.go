@@ -247,7 +247,7 @@ Flags:
 		added, acked := w.Progress()
 		return fmt.Sprintf("submitting %s: %d sent, %d acknowledged (%.0f/s)", w.ID(), added, acked, float64(acked)/elapsed.Seconds())
 	})
-	sendErr := sendAll(ctx, src, w, rejected, skip)
+	sendErr := sendAll(ctx, src, w, skip)
 	b, closeErr := w.Close(ctx)
 	stopProgress()
 	if err := errors.Join(sendErr, closeErr); err != nil {
@@ -340,33 +340,26 @@ func checkAll(ctx context.Context, r io.Reader, w *producer.Writer, errOut io.Wr
 	}
 }
 
-// sendAll produces every line checkAll accepted (not in rejected, ordered)
-// whose custom_id is not in skip.
-func sendAll(ctx context.Context, r io.Reader, w *producer.Writer, rejected []int, skip map[string]bool) error {
+// sendAll produces the lines checkAll accepted, in order, skipping those
+// whose custom_id is in skip (written before).
+func sendAll(ctx context.Context, r io.Reader, w *producer.Writer, skip map[string]bool) error {
 	lr := newLineReader(r, submitMaxLine)
 	for {
-		line, n, err := lr.next()
-		if errors.Is(err, io.EOF) {
+		id, want, ok := w.Next()
+		if !ok {
 			return nil
 		}
-		if len(rejected) > 0 && rejected[0] == n {
-			rejected = rejected[1:]
-			continue
-		}
-		if err != nil {
+		line, n, err := lr.next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("read: the input ended before line %d (it changed?)", want)
+		case n != want:
+			continue // rejected or blank
+		case err != nil:
 			return fmt.Errorf("read: line %d: %w", n, err)
-		}
-		if isBlank(line) {
+		case skip[id]:
+			w.Skip()
 			continue
-		}
-		if len(skip) > 0 {
-			id, err := w.CustomID(n, line)
-			if err != nil {
-				return err
-			}
-			if skip[id] {
-				continue
-			}
 		}
 		if err := w.Send(ctx, n, line); err != nil {
 			return err
