@@ -17,11 +17,30 @@ const StateDirEnv = "SLUICE_STATE_DIR"
 // keeps them in a sidecar file, <id>.ids.jsonl, one JSON string a line.
 const InlineIDs = 10000
 
+// States of a batch (Batch.State).
+const (
+	// StateProducing: the batch was saved before its records were
+	// produced; if it stays so, the producer stopped without a word
+	// (killed). Client.Produced tells which ids were written.
+	StateProducing = "producing"
+	// StateSubmitted: every record was acknowledged (committed).
+	StateSubmitted = "submitted"
+	// StateIncomplete: producing failed half-way; some ids may not have
+	// been written. Client.Produced tells which were.
+	StateIncomplete = "incomplete"
+)
+
 // Batch is a submitted batch: which ids it holds and where on the output
 // topic its results start. It is saved as a small JSON manifest so that
 // another process (sluice collect --batch ID) can await the results.
+//
+// Its records carry ID in the sluice.batch header (HeaderBatch), and so do
+// their results: results are matched on (ID, custom_id).
 type Batch struct {
-	ID          string    `json:"id"`
+	ID string `json:"id"`
+	// State is StateProducing, StateSubmitted or StateIncomplete; empty
+	// (a manifest from before states) means submitted.
+	State       string    `json:"state,omitempty"`
 	InputTopic  string    `json:"input_topic"`
 	OutputTopic string    `json:"output_topic"`
 	SubmittedAt time.Time `json:"submitted_at"`
@@ -29,6 +48,10 @@ type Batch struct {
 	// before the first prompt was produced. nil reads every partition
 	// from its beginning; so does a partition missing from the map.
 	ResultStart map[int32]int64 `json:"result_start"`
+	// InputStart is the end offset of every input partition, listed
+	// before the first prompt was produced: the batch's records are at or
+	// past it (see Client.Produced).
+	InputStart map[int32]int64 `json:"input_start,omitempty"`
 	// Count is len(CustomIDs).
 	Count int `json:"count"`
 	// CustomIDs are the ids submitted, in order. In a manifest they are
@@ -53,6 +76,9 @@ func DefaultStateDir() (string, error) {
 
 // ManifestPath is where the manifest of batch id lives in dir.
 func ManifestPath(dir, id string) string { return filepath.Join(dir, id+".json") }
+
+// Complete reports whether every record of b was acknowledged.
+func (b *Batch) Complete() bool { return b.State == "" || b.State == StateSubmitted }
 
 // Save writes b's manifest (and sidecar) to dir, replacing any earlier
 // one, and returns the manifest's path. Files are written to a temporary
@@ -92,6 +118,20 @@ func (b *Batch) Save(dir string) (string, error) {
 		return enc.Encode(&m)
 	})
 	return path, err
+}
+
+// RemoveBatch removes the manifest of batch id (and its sidecar) from
+// dir; a missing one is not an error.
+func RemoveBatch(dir, id string) error {
+	if !batchIDPattern.MatchString(id) {
+		return fmt.Errorf("producer: batch id %q is not a valid file name", id)
+	}
+	for _, path := range []string{ManifestPath(dir, id), filepath.Join(dir, id+".ids.jsonl")} {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("producer: remove batch %q: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // LoadBatch reads the manifest of batch id from dir, with its ids.

@@ -18,6 +18,10 @@ type Result struct {
 	// Value is the record value as published (the OpenAI Batch output
 	// line plus sluice's fields), byte for byte.
 	Value []byte
+	// Batch is the record's sluice.batch header (HeaderBatch): the id of
+	// the batch its prompt was submitted in, empty for a prompt produced
+	// without one.
+	Batch string
 	// Partition and Offset locate the record on the output topic.
 	Partition int32
 	Offset    int64
@@ -43,8 +47,11 @@ func (c *Client) Results(ctx context.Context, start map[int32]int64) iter.Seq2[R
 
 // Await calls fn with the first result of every custom_id of b, in the
 // order they arrive, reading b.OutputTopic from b.ResultStart, and returns
-// nil once every id has one. Later results for the same id (redelivery
-// under at-least-once) and results of other ids are skipped. When ctx
+// nil once every id has one. A result is b's when its sluice.batch header
+// is b.ID, or when it has none (a prompt produced without it) and its
+// custom_id is one of b's; with b.ID empty, custom_id alone decides. Later
+// results for the same id (redelivery under at-least-once) and results of
+// other ids or batches are skipped. When ctx
 // ends first, the error wraps ErrIncomplete and ctx's error and says how
 // many ids are missing. An error from fn stops Await and is returned.
 func (c *Client) Await(ctx context.Context, b *Batch, fn func(Result) error) error {
@@ -73,7 +80,7 @@ func (c *Client) await(ctx context.Context, b *Batch, untilEnd bool, fn func(Res
 	}
 	err := c.scan(ctx, topic, b.ResultStart, untilEnd, func(rec *kgo.Record) (bool, error) {
 		r, err := decode(rec)
-		if err != nil || !waiting[r.CustomID] {
+		if err != nil || !waiting[r.CustomID] || (b.ID != "" && r.Batch != "" && r.Batch != b.ID) {
 			return true, nil
 		}
 		waiting[r.CustomID] = false
@@ -94,18 +101,56 @@ func (c *Client) await(ctx context.Context, b *Batch, untilEnd bool, fn func(Res
 	return err
 }
 
+// Produced returns the custom_ids of b that are on its input topic: the
+// records from b.InputStart to the end that carry b's id in the
+// sluice.batch header (committed ones only). It tells which ids a batch
+// that stopped half-way (Batch.State) has written, to await those and
+// resume with the rest.
+func (c *Client) Produced(ctx context.Context, b *Batch) (map[string]bool, error) {
+	if b.InputStart == nil {
+		return nil, fmt.Errorf("producer: batch %q has no input_start in its manifest", b.ID)
+	}
+	topic := b.InputTopic
+	if topic == "" {
+		topic = c.cfg.InputTopic
+	}
+	ids := make(map[string]bool)
+	err := c.scan(ctx, topic, b.InputStart, true, func(rec *kgo.Record) (bool, error) {
+		if header(rec, HeaderBatch) == b.ID {
+			ids[string(rec.Key)] = true
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// header returns the value of the last header key of rec, "" when none.
+func header(rec *kgo.Record, key string) string {
+	for i := len(rec.Headers) - 1; i >= 0; i-- {
+		if rec.Headers[i].Key == key {
+			return string(rec.Headers[i].Value)
+		}
+	}
+	return ""
+}
+
 func decode(rec *kgo.Record) (Result, error) {
-	r := Result{Value: rec.Value, Partition: rec.Partition, Offset: rec.Offset}
+	r := Result{Value: rec.Value, Batch: header(rec, HeaderBatch), Partition: rec.Partition, Offset: rec.Offset}
 	if err := json.Unmarshal(rec.Value, &r.Result); err != nil {
 		return r, fmt.Errorf("producer: %s/%d@%d is not a result record: %w", rec.Topic, rec.Partition, rec.Offset, err)
 	}
 	return r, nil
 }
 
-// scan reads topic from start with a direct (non-group) consumer and calls
-// fn for every record until fn returns false or an error, ctx ends, or,
-// with untilEnd, every partition has been read up to the end offset listed
-// when scan began.
+// scan reads topic from start with a direct (non-group), read_committed
+// consumer and calls fn for every record until fn returns false or an
+// error, ctx ends, or, with untilEnd, every partition has been read up to
+// its last stable offset listed when scan began. Records of aborted
+// transactions are never seen; transaction markers are read (to know
+// where a partition ends) but not passed to fn.
 func (c *Client) scan(ctx context.Context, topic string, start map[int32]int64, untilEnd bool, fn func(*kgo.Record) (bool, error)) error {
 	offs, err := c.endOffsets(ctx, topic)
 	if err != nil {
@@ -121,6 +166,16 @@ func (c *Client) scan(ctx context.Context, topic string, start map[int32]int64, 
 		firsts = make(map[int32]int64)
 		for p, o := range listed[topic] {
 			firsts[p] = o.Offset
+		}
+		// read_committed reads up to the last stable offset: an open
+		// transaction's records are not readable yet.
+		if listed, err = c.adm.ListCommittedOffsets(ctx, topic); err != nil {
+			return fmt.Errorf("producer: list committed offsets: %w", err)
+		}
+		for p, o := range listed[topic] {
+			if _, ok := ends[p]; ok && o.Err == nil {
+				ends[p] = o.Offset
+			}
 		}
 	}
 	from := make(map[int32]kgo.Offset, len(ends))
@@ -140,7 +195,9 @@ func (c *Client) scan(ctx context.Context, topic string, start map[int32]int64, 
 		return nil
 	}
 	opts := append(append([]kgo.Opt(nil), c.cl.Opts()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords())
 	cc, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("producer: results consumer: %w", err)
@@ -165,9 +222,11 @@ func (c *Client) scan(ctx context.Context, topic string, start map[int32]int64, 
 			if rec.Topic != topic {
 				continue
 			}
-			more, err := fn(rec)
-			if err != nil || !more {
-				return err
+			if !rec.Attrs.IsControl() {
+				more, err := fn(rec)
+				if err != nil || !more {
+					return err
+				}
 			}
 			if end, ok := remaining[rec.Partition]; ok && rec.Offset+1 >= end {
 				delete(remaining, rec.Partition)

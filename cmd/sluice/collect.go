@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -37,9 +38,15 @@ func collect(ctx context.Context, args []string, sio stdio) error {
 
 Writes the results of a batch as OpenAI-Batch-style output JSONL: one line,
 the result record value as published, per custom_id (the first result of an
-id wins). Successful results go to --out, failed ones (with "error":{"code",
-"message"}) to --errors. Exit status 0 when every id succeeded, 2 when some
-failed, 1 on error, including ids with no result (the message says how many).
+id wins). A result is the batch's when its sluice.batch header is the batch
+id (or, for prompts produced without that header, by custom_id alone), so
+batches that reuse custom_ids each get their own answers; --ids matches on
+custom_id alone. Successful results go to --out, failed ones (with
+"error":{"code","message"}) to --errors. U+2028, U+2029 and U+0085 are
+written escaped (\u2028, ...), so line-splitting readers see one result a
+line. A batch whose submit stopped half-way is collected for the ids it
+wrote. Exit status 0 when every id succeeded, 2 when some failed, 1 on
+error, including ids with no result (the message says how many).
 
 Flags:
 `)
@@ -83,9 +90,13 @@ Flags:
 		if err != nil {
 			return err
 		}
-		b = &producer.Batch{ID: *idsFile, OutputTopic: kf.outputTopic, CustomIDs: ids, Count: len(ids)}
+		// No batch id: matched on custom_id alone.
+		b = &producer.Batch{OutputTopic: kf.outputTopic, CustomIDs: ids, Count: len(ids)}
 	}
 
+	if b != nil && b.InputTopic != "" {
+		kf.inputTopic = b.InputTopic
+	}
 	cl, c, err := kf.client(ctx)
 	if err != nil {
 		return err
@@ -93,6 +104,26 @@ Flags:
 	defer cl.Close()
 	if *follow {
 		return followResults(ctx, c, *fromBeginning, sio)
+	}
+	if !b.Complete() {
+		// Its submit stopped half-way: await the ids it wrote.
+		written, err := c.Produced(ctx, b)
+		if err != nil {
+			return fmt.Errorf("collect: batch %s is %s and its written ids cannot be read: %w", b.ID, b.State, err)
+		}
+		ids := b.CustomIDs[:0:0]
+		for _, id := range b.CustomIDs {
+			if written[id] {
+				ids = append(ids, id)
+			}
+		}
+		why := "its submit failed half-way"
+		if b.State == producer.StateProducing {
+			why = "its submit is still running, or stopped without a word"
+		}
+		fmt.Fprintf(sio.errOut, "batch %s is %s (%s): collecting the %d of its %d ids written; resume with: sluice submit --resume %s FILE\n",
+			b.ID, b.State, why, len(ids), b.Count, b.ID)
+		b.CustomIDs, b.Count = ids, len(ids)
 	}
 
 	out, closeOut, err := createOutput(*outPath, sio.out)
@@ -128,11 +159,7 @@ Flags:
 		} else {
 			succeeded.Add(1)
 		}
-		if _, err := w.Write(r.Value); err != nil {
-			return err
-		}
-		_, err := w.Write([]byte{'\n'})
-		return err
+		return writeJSONLine(w, r.Value)
 	}
 	if *wait {
 		err = c.Await(ctx, b, write)
@@ -180,14 +207,35 @@ func followResults(ctx context.Context, c *producer.Client, fromBeginning bool, 
 			fmt.Fprintf(sio.errOut, "skipping: %v\n", err)
 			continue
 		}
-		w.Write(r.Value)
-		w.WriteByte('\n')
+		if err := writeJSONLine(w, r.Value); err != nil {
+			return fmt.Errorf("collect: %w", err)
+		}
 		// Flush per record: a tail is read by people and pipes as it goes.
 		if err := w.Flush(); err != nil {
 			return fmt.Errorf("collect: %w", err)
 		}
 	}
 	return nil
+}
+
+// lineBreakers are the characters, beside \n, \r and ASCII controls (which
+// JSON escapes), that line-splitting readers (Python's str.splitlines,
+// JavaScript before ES2019) take for line ends: U+2028, U+2029, U+0085.
+// JSON allows them raw in strings, and an API's body may hold them so.
+var lineBreakers = strings.NewReplacer("\u2028", `\u2028`, "\u2029", `\u2029`, "\u0085", `\u0085`)
+
+// writeJSONLine writes the JSON value v and a newline, escaping the
+// characters of lineBreakers: they can only be inside strings, where the
+// escape means the same character, so the value decodes the same.
+func writeJSONLine(w *bufio.Writer, v []byte) error {
+	if bytes.ContainsAny(v, "\u2028\u2029\u0085") {
+		if _, err := lineBreakers.WriteString(w, string(v)); err != nil {
+			return err
+		}
+	} else if _, err := w.Write(v); err != nil {
+		return err
+	}
+	return w.WriteByte('\n')
 }
 
 // createOutput opens path for writing ("-" is stdout).

@@ -333,8 +333,7 @@ func writeResults(path string, rs []*result.Result) error {
 			f.Close()
 			return err
 		}
-		w.Write(b)
-		w.WriteByte('\n')
+		_ = writeJSONLine(w, b) // a write error sticks; Flush returns it
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()

@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -90,26 +93,47 @@ const kafkaEnvHelp = `Environment (flags win over it):
   SLUICE_STATE_DIR      directory of batch manifests (default ~/.sluice/batches)
 `
 
+// submitTxnTimeout bounds a --strict submit's transaction: the broker
+// aborts it if it is still open then (a killed submit holds back
+// read_committed consumers of the input topic until it does).
+const submitTxnTimeout = 5 * time.Minute
+
 func submit(ctx context.Context, args []string, sio stdio) error {
 	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
 	fs.SetOutput(sio.errOut)
 	var kf kafkaFlags
 	kf.register(fs)
-	strict := fs.Bool("strict", false, "refuse the whole file, producing nothing, if any line is invalid")
+	strict := fs.Bool("strict", false, "all or nothing: refuse the whole file if any line is rejected, and produce it in one Kafka transaction")
 	batchID := fs.String("batch-id", "", "batch id (default b-<time>-<random>); letters, digits, '.', '_', '-'")
+	resume := fs.String("resume", "", "id of a batch whose submit stopped half-way: produce the lines of FILE it has not written yet")
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprint(w, `Usage: sluice submit [flags] FILE|-
+		fmt.Fprintf(w, `Usage: sluice submit [flags] FILE|-
 
-Validates a JSONL file of prompts (OpenAI Batch input lines, chat bodies, or
-{"custom_id","prompt"}) with the consumer's validator and produces the valid
-lines, keyed by custom_id, to the input topic. Invalid lines are reported as
-"line N: reason" on stderr. Prints the batch id, then "submitted N, rejected M";
-the batch manifest is saved for "sluice collect --batch ID". Exit status 1 on
-error, or when nothing was submitted.
+Checks a JSONL file of prompts (OpenAI Batch input lines, chat bodies, or
+{"custom_id","prompt"}) with the consumer's validator, and each line's record
+against the input topic's max.message.bytes, before producing anything.
+Rejected lines (invalid, too large, duplicate custom_id) are reported as
+"line N: reason" on stderr. The batch manifest is saved for "sluice collect
+--batch ID" before the first record is produced; every record carries the
+batch id in the %s header, kept on its result, so batches may reuse
+custom_ids. A UTF-8 byte-order mark before the first line is ignored. Prints
+the batch id, then "submitted N, rejected M".
+
+With --strict any rejected line refuses the file, and the file is produced
+in one transaction (transactional id sluice-submit-<batch id>; at most %s):
+a broker failure half-way leaves nothing written. Without it, a failure
+half-way leaves the batch incomplete: "sluice collect --batch ID" collects
+what was written, "sluice submit --resume ID FILE" produces the rest.
+
+Exit status:
+  0  every line submitted
+  2  some lines rejected, the others submitted
+  1  nothing submitted (all rejected, or --strict and any rejected), or an
+     error (the batch may then be incomplete; the message says)
 
 Flags:
-`)
+`, producer.HeaderBatch, submitTxnTimeout)
 		fs.PrintDefaults()
 		writeKafkaEnvHelp(w)
 	}
@@ -119,154 +143,225 @@ Flags:
 	if fs.NArg() != 1 {
 		return usagef("submit", "want exactly one FILE (or - for stdin), got %d arguments", fs.NArg())
 	}
+	if *resume != "" && *batchID != "" {
+		return errors.New("submit: give --batch-id or --resume, not both")
+	}
 	dir, err := kf.dir()
 	if err != nil {
 		return err
 	}
-	name := fs.Arg(0)
-	src, err := openInput(name, sio.in)
+	var prior *producer.Batch
+	id := *batchID
+	switch {
+	case *resume != "":
+		if prior, err = producer.LoadBatch(dir, *resume); err != nil {
+			return fmt.Errorf("submit: %w", err)
+		}
+		if prior.Complete() {
+			return fmt.Errorf("submit: batch %s is complete; nothing to resume", prior.ID)
+		}
+		id = prior.ID
+	case id == "":
+		id = producer.NewBatchID()
+	default:
+		if _, err := os.Stat(producer.ManifestPath(dir, id)); err == nil {
+			return fmt.Errorf("submit: batch %s already exists in %s: choose another --batch-id (or --resume %s)", id, dir, id)
+		}
+	}
+
+	src, err := openInput(fs.Arg(0), sio.in)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = src.Close() }()
 
-	cl, c, err := kf.client(ctx, kgo.MaxBufferedRecords(submitBufferedRecords))
+	// The client batches no more than the input topic takes (set once it
+	// is read, before the first produce).
+	var batchMax atomic.Int32
+	batchMax.Store(producer.DefaultMaxMessageBytes)
+	opts := []kgo.Opt{
+		kgo.MaxBufferedRecords(submitBufferedRecords),
+		kgo.ProducerBatchMaxBytesFn(func(string) int32 { return batchMax.Load() }),
+	}
+	if *strict {
+		opts = append(opts, kgo.TransactionalID("sluice-submit-"+id), kgo.TransactionTimeout(submitTxnTimeout))
+	}
+	cl, c, err := kf.client(ctx, opts...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	limit, err := c.MaxMessageBytes(ctx)
+	if limit == 0 {
+		return fmt.Errorf("submit: %w", err)
+	}
+	if err != nil {
+		fmt.Fprintf(sio.errOut, "warning: %v\n", err)
+	}
+	batchMax.Store(int32(min(max(limit, 512), 1<<30))) // kgo's bounds
 
-	if *strict {
-		// First pass: validate everything, producing nothing. Stdin is
-		// spooled to a temporary file for the second pass.
-		var spool *os.File
-		var in io.Reader = src
-		if name == "-" {
-			if spool, err = os.CreateTemp("", "sluice-submit-*.jsonl"); err != nil {
-				return fmt.Errorf("submit: spool stdin: %w", err)
-			}
-			defer func() { _ = spool.Close(); _ = os.Remove(spool.Name()) }()
-			in = io.TeeReader(src, spool)
+	var w *producer.Writer
+	if prior != nil {
+		w, err = c.Resume(ctx, prior)
+	} else {
+		w, err = c.Begin(ctx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+
+	// Pass 1: check every line, producing nothing.
+	rejected, err := checkAll(ctx, src, w, sio.errOut)
+	if err != nil {
+		return err
+	}
+	b := w.Batch()
+	switch {
+	case *strict && len(rejected) > 0:
+		return fmt.Errorf("submit: %d line(s) rejected; --strict: nothing submitted", len(rejected))
+	case b.Count == 0:
+		return fmt.Errorf("submit: nothing submitted (%d rejected)", len(rejected))
+	case prior != nil && !slices.Equal(b.CustomIDs, prior.CustomIDs):
+		return fmt.Errorf("submit: %s is not the file of batch %s (it has %d ids, the batch %d, or they differ)", fs.Arg(0), id, b.Count, prior.Count)
+	}
+	var skip map[string]bool
+	if prior != nil {
+		if skip, err = c.Produced(ctx, prior); err != nil {
+			return fmt.Errorf("submit: %w", err)
 		}
-		bad, err := validateAll(in, c, sio.errOut)
-		if err != nil {
-			return err
-		}
-		if bad > 0 {
-			return fmt.Errorf("submit: %d invalid line(s); --strict: nothing submitted", bad)
-		}
-		if spool != nil {
-			if _, err := spool.Seek(0, io.SeekStart); err != nil {
-				return fmt.Errorf("submit: spool: %w", err)
-			}
-			src = io.NopCloser(spool)
-		} else {
-			_ = src.Close()
-			if src, err = openInput(name, sio.in); err != nil {
-				return err
-			}
+		fmt.Fprintf(sio.errOut, "resuming batch %s: %d of %d ids were written before\n", id, len(skip), prior.Count)
+	} else {
+		// Saved before producing: a failure half-way leaves a batch that
+		// can be collected and resumed.
+		if _, err := b.Save(dir); err != nil {
+			return fmt.Errorf("submit: %w", err)
 		}
 	}
 
-	w, err := c.Begin(ctx, *batchID)
-	if err != nil {
-		return fmt.Errorf("submit: %w", err)
+	// Pass 2: produce the lines pass 1 accepted.
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("submit: rewind: %w", err)
 	}
 	stopProgress := termProgress(sio.errOut, func(elapsed time.Duration) string {
 		added, acked := w.Progress()
 		return fmt.Sprintf("submitting %s: %d sent, %d acknowledged (%.0f/s)", w.ID(), added, acked, float64(acked)/elapsed.Seconds())
 	})
-	rejected, readErr := produceAll(ctx, src, w, sio.errOut)
+	sendErr := sendAll(ctx, src, w, skip)
 	b, closeErr := w.Close(ctx)
 	stopProgress()
-	if err := errors.Join(readErr, closeErr); err != nil {
-		return fmt.Errorf("submit: %w (batch %s: %d sent before the failure)", err, w.ID(), b.Count)
-	}
-	if b.Count == 0 {
-		return fmt.Errorf("submit: nothing submitted (%d rejected)", rejected)
+	if err := errors.Join(sendErr, closeErr); err != nil {
+		if errors.Is(closeErr, producer.ErrAborted) {
+			if prior == nil {
+				if rerr := producer.RemoveBatch(dir, id); rerr != nil {
+					fmt.Fprintf(sio.errOut, "warning: %v\n", rerr)
+				}
+			}
+			return fmt.Errorf("submit: nothing submitted: %w", err)
+		}
+		b.State = producer.StateIncomplete
+		if _, serr := b.Save(dir); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		added, acked := w.Progress()
+		return fmt.Errorf("submit: %w\nbatch %s is incomplete (%d of %d records acknowledged): collect what was written with `sluice collect --batch %s`, produce the rest with `sluice submit --resume %s FILE`", err, id, acked, added, id, id)
 	}
 	path, err := b.Save(dir)
 	if err != nil {
-		return err
+		return fmt.Errorf("submit: %w", err)
 	}
 	fmt.Fprintln(sio.out, b.ID)
-	fmt.Fprintf(sio.out, "submitted %d, rejected %d\n", b.Count, rejected)
+	fmt.Fprintf(sio.out, "submitted %d, rejected %d\n", b.Count, len(rejected))
 	fmt.Fprintf(sio.errOut, "batch manifest %s; collect with: sluice collect --batch %s --wait\n", path, b.ID)
+	if len(rejected) > 0 {
+		return exitCode(2)
+	}
 	return nil
 }
 
-func openInput(name string, stdin io.Reader) (io.ReadCloser, error) {
-	if name == "-" {
-		return io.NopCloser(stdin), nil
+// openInput opens the input for two passes; stdin is spooled to a
+// temporary file, removed on Close.
+func openInput(name string, stdin io.Reader) (io.ReadSeekCloser, error) {
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("submit: %w", err)
+		}
+		return f, nil
 	}
-	f, err := os.Open(name)
+	f, err := os.CreateTemp("", "sluice-submit-*.jsonl")
 	if err != nil {
-		return nil, fmt.Errorf("submit: %w", err)
+		return nil, fmt.Errorf("submit: spool stdin: %w", err)
 	}
-	return f, nil
+	sp := &spool{f}
+	if _, err := io.Copy(f, stdin); err != nil {
+		_ = sp.Close()
+		return nil, fmt.Errorf("submit: spool stdin: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		_ = sp.Close()
+		return nil, fmt.Errorf("submit: spool stdin: %w", err)
+	}
+	return sp, nil
 }
 
-// validateAll reports every invalid or duplicate line and counts them.
-func validateAll(r io.Reader, c *producer.Client, errOut io.Writer) (bad int, err error) {
-	lr := newLineReader(r, submitMaxLine)
-	first := map[string]int{}
-	for {
-		line, n, err := lr.next()
-		if errors.Is(err, io.EOF) {
-			return bad, nil
-		}
-		if errors.Is(err, errLineTooLong) {
-			bad++
-			fmt.Fprintf(errOut, "line %d: %v\n", n, err)
-			continue
-		}
-		if err != nil {
-			return bad, fmt.Errorf("submit: read: %w", err)
-		}
-		if isBlank(line) {
-			continue
-		}
-		id, err := c.Validate(line)
-		if err == nil && id != "" {
-			if f, dup := first[id]; dup {
-				err = fmt.Errorf("%w %q (first on line %d)", producer.ErrDuplicateID, id, f)
-			} else {
-				first[id] = n
-			}
-		}
-		if err != nil {
-			bad++
-			fmt.Fprintf(errOut, "line %d: %v\n", n, err)
-		}
-	}
-}
+// spool is a temporary file removed on Close.
+type spool struct{ *os.File }
 
-// produceAll adds every line to w, reporting rejected ones.
-func produceAll(ctx context.Context, r io.Reader, w *producer.Writer, errOut io.Writer) (rejected int, err error) {
+func (s *spool) Close() error { return errors.Join(s.File.Close(), os.Remove(s.Name())) }
+
+// checkAll checks every line with w.Check, reporting each rejected one as
+// "line N: reason", and returns the rejected line numbers in order.
+func checkAll(ctx context.Context, r io.Reader, w *producer.Writer, errOut io.Writer) (rejected []int, err error) {
 	lr := newLineReader(r, submitMaxLine)
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("submit: %w", context.Cause(ctx))
+		}
 		line, n, err := lr.next()
 		if errors.Is(err, io.EOF) {
 			return rejected, nil
 		}
-		if errors.Is(err, errLineTooLong) {
-			rejected++
-			fmt.Fprintf(errOut, "line %d: %v\n", n, err)
-			continue
-		}
-		if err != nil {
-			return rejected, fmt.Errorf("read: %w", err)
-		}
-		if isBlank(line) {
-			continue
-		}
-		if _, err := w.AddLine(ctx, n, line); err != nil {
-			if errors.Is(err, producer.ErrInvalidRequest) || errors.Is(err, producer.ErrDuplicateID) {
-				rejected++
-				fmt.Fprintf(errOut, "line %d: %v\n", n, err)
+		if err == nil {
+			if isBlank(line) {
 				continue
 			}
-			return rejected, err
+			_, err = w.Check(n, line)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, errLineTooLong), errors.Is(err, producer.ErrInvalidRequest),
+			errors.Is(err, producer.ErrRecordTooLarge), errors.Is(err, producer.ErrDuplicateID):
+			rejected = append(rejected, n)
+			fmt.Fprintf(errOut, "line %d: %v\n", n, err)
+		default:
+			return nil, fmt.Errorf("submit: read: %w", err)
+		}
+	}
+}
+
+// sendAll produces the lines checkAll accepted, in order, skipping those
+// whose custom_id is in skip (written before).
+func sendAll(ctx context.Context, r io.Reader, w *producer.Writer, skip map[string]bool) error {
+	lr := newLineReader(r, submitMaxLine)
+	for {
+		id, want, ok := w.Next()
+		if !ok {
+			return nil
+		}
+		line, n, err := lr.next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("read: the input ended before line %d (it changed?)", want)
+		case n != want:
+			continue // rejected or blank
+		case err != nil:
+			return fmt.Errorf("read: line %d: %w", n, err)
+		case skip[id]:
+			w.Skip()
+			continue
+		}
+		if err := w.Send(ctx, n, line); err != nil {
+			return err
 		}
 	}
 }
@@ -287,8 +382,9 @@ func newLineReader(r io.Reader, max int) *lineReader {
 	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
-// next returns the next line without its line ending and its number; an
-// over-long line is consumed and reported as errLineTooLong.
+// next returns the next line without its line ending (nor, on line 1, a
+// UTF-8 byte-order mark) and its number; an over-long line is consumed and
+// reported as errLineTooLong.
 func (l *lineReader) next() ([]byte, int, error) {
 	var line []byte
 	tooLong, any := false, false
@@ -318,11 +414,18 @@ func (l *lineReader) next() ([]byte, int, error) {
 		return nil, l.n, errLineTooLong
 	}
 	line = trimEOL(line)
+	if l.n == 1 {
+		// A UTF-8 byte-order mark, as Windows editors write: not part of
+		// the first line's JSON.
+		line = bytes.TrimPrefix(line, utf8BOM)
+	}
 	if len(line) > l.max {
 		return nil, l.n, errLineTooLong
 	}
 	return line, l.n, nil
 }
+
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 func trimEOL(b []byte) []byte {
 	if n := len(b); n > 0 && b[n-1] == '\n' {

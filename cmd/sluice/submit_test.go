@@ -64,16 +64,46 @@ func readJSONL(t testing.TB, path string) []result.Result {
 	return out
 }
 
-// endOffsets sums the end offsets of topic.
+// produced counts the records of topic a read_committed consumer sees
+// (records of aborted transactions and transaction markers are not).
 func (s *testStack) produced(t testing.TB, topic string) int64 {
+	return int64(len(s.committedRecords(t, topic)))
+}
+
+// committedRecords reads topic up to its last stable offsets with a
+// read_committed consumer.
+func (s *testStack) committedRecords(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
-	offs, err := kadm.NewClient(s.client(t)).ListEndOffsets(context.Background(), topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	offs, err := kadm.NewClient(s.client(t)).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n int64
-	offs.Each(func(o kadm.ListedOffset) { n += o.Offset })
-	return n
+	remaining := map[int32]int64{}
+	offs.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	cl := s.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	var out []*kgo.Record
+	for len(remaining) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%s: partitions %v not read to their end", topic, remaining)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+			if r.Offset+1 >= remaining[r.Partition] {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return out
 }
 
 // TestSubmitCollectRoundTrip submits 1,000 lines (10 invalid, 4 answered
@@ -111,8 +141,8 @@ func TestSubmitCollectRoundTrip(t *testing.T) {
 	}
 	in := writeLines(t, lines)
 	out, stderr, err := runCLI(t, submit, "", "--brokers", s.brokers(), "--state-dir", state, "--batch-id", "rt", in)
-	if err != nil {
-		t.Fatalf("submit: %v\n%s", err, stderr)
+	if ec, ok := errors.AsType[exitCode](err); !ok || ec != 2 {
+		t.Fatalf("submit = %v, want exit status 2 (some lines rejected)\n%s", err, stderr)
 	}
 	if out != "rt\nsubmitted 990, rejected 10\n" {
 		t.Fatalf("submit stdout = %q", out)
@@ -229,7 +259,7 @@ func TestSubmitRejects(t *testing.T) {
 	path := writeLines(t, lines)
 
 	_, stderr, err := runCLI(t, submit, "", "--brokers", s.brokers(), "--state-dir", state, "--strict", path)
-	if err == nil || !strings.Contains(err.Error(), "2 invalid line(s); --strict: nothing submitted") {
+	if err == nil || !strings.Contains(err.Error(), "2 line(s) rejected; --strict: nothing submitted") {
 		t.Fatalf("submit --strict = %v", err)
 	}
 	if !strings.Contains(stderr, "line 2: invalid input: messages[0].role") || !strings.Contains(stderr, `line 4: duplicate custom_id "a" (first on line 1)`) {
@@ -251,7 +281,7 @@ func TestSubmitRejects(t *testing.T) {
 	}
 	// Without --strict the valid lines go, the bad ones are reported.
 	out, stderr, err = runCLI(t, submit, "", "--brokers", s.brokers(), "--state-dir", state, "--batch-id", "s2", path)
-	if err != nil || out != "s2\nsubmitted 2, rejected 2\n" || !strings.Contains(stderr, "line 2: ") || !strings.Contains(stderr, "line 4: ") {
+	if ec, ok := errors.AsType[exitCode](err); !ok || ec != 2 || out != "s2\nsubmitted 2, rejected 2\n" || !strings.Contains(stderr, "line 2: ") || !strings.Contains(stderr, "line 4: ") {
 		t.Fatalf("submit = %q, %v\n%s", out, err, stderr)
 	}
 	if n := s.produced(t, "prompts"); n != 4 {
