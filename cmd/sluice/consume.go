@@ -181,6 +181,9 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		defer cl.Close() // leaves the group
 	}
 	if err := checkTopics(ctx, cl, cfg.Kafka, cfg.StreamTopic); err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting: nothing to drain
+		}
 		return err
 	}
 	deltas, releaseDeltas, err := newDeltaSink(cl, cfg.StreamTopic, cfg.Kafka, m, log, kgo.WithLogger(kzerolog.New(&klog)), compressionOpt(cfg.Output)) // stream.go

@@ -157,37 +157,33 @@ func TestRebalanceChurn(t *testing.T) {
 			}
 			s.produce(t, recs...)
 			s.member(t, txnID(mode, "steady")...)
-			done := make(chan map[string]int, 1)
-			go func() {
-				if mode == config.ExactlyOnce {
-					done <- countByID(t, s.collectCommitted(t, "completions", n))
-					return
-				}
-				// At least once, churn repeats some results: wait for n
-				// distinct ids, not n records, or a duplicate would stand
-				// in for a result still to come.
-				r := s.resultReader(t)
-				r.waitDistinct(n, watchdog)
-				done <- r.seen
-			}()
+			// At least once, churn repeats some results: wait for n
+			// distinct ids, not n records, or a duplicate would stand in
+			// for a result still to come. Exactly once, only committed
+			// results count.
+			var opts []kgo.Opt
+			if mode == config.ExactlyOnce {
+				opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+			}
+			results := s.resultReader(t, opts...)
 			churns := 0
-			var got map[string]int
-		churn:
-			for {
-				// In-process members share a pid, so each gets its own
-				// transactional.id, as separate replicas would.
-				stop := s.member(t, txnID(mode, fmt.Sprintf("churn-%d", churns))...)
-				select {
-				case got = <-done:
-					_ = stop()
-					break churn
-				case <-time.After(1500 * time.Millisecond):
+			for deadline := time.Now().Add(watchdog); ; churns++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d records have a result after %d churns", len(results.seen), n, churns)
 				}
+				// In-process members share a pid, so each gets its own
+				// transactional.id, as separate replicas would. Each
+				// stays for 1.5 s, or until every result is in.
+				stop := s.member(t, txnID(mode, fmt.Sprintf("churn-%d", churns))...)
+				all := results.readFor(n, 1500*time.Millisecond)
 				if err := stop(); err != nil {
 					t.Errorf("churning member: %v", err)
 				}
-				churns++
+				if all {
+					break
+				}
 			}
+			got := results.seen
 			dups := 0
 			for i := range n {
 				c := got[fmt.Sprintf("c-%d", i)]

@@ -145,9 +145,27 @@ type resultReader struct {
 	seen map[string]int
 }
 
-func (s *testStack) resultReader(t testing.TB) *resultReader {
-	cl := s.client(t, kgo.ConsumeTopics(s.cfg.OutputTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+func (s *testStack) resultReader(t testing.TB, opts ...kgo.Opt) *resultReader {
+	cl := s.client(t, append([]kgo.Opt{kgo.ConsumeTopics(s.cfg.OutputTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 	return &resultReader{t: t, cl: cl, seen: map[string]int{}}
+}
+
+// readFor reads results for d, or until n distinct custom_ids have one,
+// and reports whether they have.
+func (r *resultReader) readFor(n int, d time.Duration) bool {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for len(r.seen) < n && ctx.Err() == nil {
+		for _, rec := range r.cl.PollFetches(ctx).Records() {
+			var res result.Result
+			if err := json.Unmarshal(rec.Value, &res); err != nil {
+				r.t.Fatalf("result %q: %v", rec.Value, err)
+			}
+			r.seen[res.CustomID]++
+		}
+	}
+	return len(r.seen) >= n
 }
 
 // watchdog is how long a test waits for something that must happen before
