@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -70,7 +71,7 @@ func setMemoryLimit(buffered config.ByteSize) (config.ByteSize, bool) {
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
 		return 0, false
 	}
-	limit := buffered + memoryHeadroom
+	limit := buffered + min(memoryHeadroom, math.MaxInt64-buffered) // saturating
 	debug.SetMemoryLimit(int64(limit))
 	return limit, true
 }
