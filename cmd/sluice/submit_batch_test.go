@@ -301,12 +301,12 @@ func TestSubmitBOMAndLineSeparators(t *testing.T) {
 
 func TestSubmitHelpExitCodes(t *testing.T) {
 	t.Parallel()
-	_, stderr, err := runCLI(t, submit, "", "--help")
+	stdout, _, err := runCLI(t, submit, "", "--help") // asked-for help goes to stdout
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"0  every line submitted", "2  some lines rejected", "1  nothing submitted", "max.message.bytes", "sluice.batch", "--resume"} {
-		if !strings.Contains(stderr, want) {
+		if !strings.Contains(stdout, want) {
 			t.Errorf("submit --help lacks %q", want)
 		}
 	}
