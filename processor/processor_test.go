@@ -436,7 +436,14 @@ func TestProcessRetries(t *testing.T) {
 			} else {
 				wantError(t, res, tc.code, tc.attempts)
 			}
-			if n := int(f.calls.Load()); n != tc.attempts {
+			// An attempt that timed out may have ended before its request
+			// reached the server (a loaded machine, a 50 ms timeout): the
+			// server saw at most the attempts, and every one that was not
+			// a timeout.
+			switch n := int(f.calls.Load()); {
+			case tc.code == result.CodeTimeout && (n > tc.attempts || n < 1):
+				t.Errorf("server calls = %d, want 1 to %d", n, tc.attempts)
+			case tc.code != result.CodeTimeout && n != tc.attempts:
 				t.Errorf("server calls = %d, want %d", n, tc.attempts)
 			}
 			switch {

@@ -520,10 +520,11 @@ func TestDoStreamToolCallsWithoutIndex(t *testing.T) {
 
 func TestDoStreamSlowButAlive(t *testing.T) {
 	t.Parallel()
-	// 45 tokens at 100 tokens/s in deltas of 3 tokens: a chunk every
-	// ~30ms, 450ms in all, three times the idle timeout.
-	const idle = 150 * time.Millisecond
-	c := startMock(t, mockapi.Config{TTFT: 50 * time.Millisecond, TokensPerSecond: 100, CompletionTokens: 45})
+	// 200 tokens at 100 tokens/s in deltas of 3 tokens: a chunk every
+	// ~30ms, 2s in all, three times the idle timeout, which is twenty
+	// times the gap between chunks (a loaded CI machine can delay one).
+	const idle = 600 * time.Millisecond
+	c := startMock(t, mockapi.Config{TTFT: 50 * time.Millisecond, TokensPerSecond: 100, CompletionTokens: 200})
 	start := time.Now()
 	resp, st, err := c.DoStream(context.Background(), chatBody("grok-3-mini", "Take your time", ""), api.StreamOptions{IdleTimeout: idle})
 	if err != nil {
