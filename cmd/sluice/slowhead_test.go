@@ -50,6 +50,30 @@ func (s *testStack) waitFinishedCommitted(t *testing.T, mode string, fast int) {
 	})
 }
 
+// wantEveryResult reads the results as a reader of the mode does (read
+// committed under exactly-once) until n have come, and checks that every
+// record has one: at least one, and exactly one under exactly-once.
+func (s *testStack) wantEveryResult(t *testing.T, mode string, n int) {
+	t.Helper()
+	var out []*kgo.Record
+	if mode == config.ExactlyOnce {
+		out = s.collectCommitted(t, "completions", n)
+	} else {
+		out = s.collect(t, "completions", n)
+	}
+	seen := countByID(t, out)
+	if len(seen) != n {
+		t.Fatalf("%d distinct results, want %d", len(seen), n)
+	}
+	if mode == config.ExactlyOnce {
+		for id, c := range seen {
+			if c != 1 {
+				t.Errorf("%s: %d committed results, want 1", id, c)
+			}
+		}
+	}
+}
+
 // TestSlowHeadKill9RepeatsOnlyInFlight: each partition's first record is
 // stuck in its call while hundreds above it finish; SIGKILL, restart. In
 // both delivery modes the restarted member calls only the stuck records
@@ -71,26 +95,10 @@ func TestSlowHeadKill9RepeatsOnlyInFlight(t *testing.T) {
 			s.api.unblock() // the stuck calls answer from now on
 			calls := s.api.calls.Load()
 			cmd2 := s.startProcess(t, env...)
-			var out []*kgo.Record
-			if mode == config.ExactlyOnce {
-				out = s.collectCommitted(t, "completions", n)
-			} else {
-				out = s.collect(t, "completions", n)
-			}
+			s.wantEveryResult(t, mode, n)
 			waitConsuming(t, cmd2)
 			_ = cmd2.Process.Signal(syscall.SIGTERM)
 			_ = cmd2.Wait()
-			seen := countByID(t, out)
-			if len(seen) != n {
-				t.Fatalf("%d distinct results, want %d", len(seen), n)
-			}
-			if mode == config.ExactlyOnce {
-				for id, c := range seen {
-					if c != 1 {
-						t.Errorf("%s: %d committed results, want 1", id, c)
-					}
-				}
-			}
 			repeated := s.api.calls.Load() - int64(n)
 			t.Logf("%s: %d records, %d finished above 2 stuck heads; %d in flight at the kill, %d calls after the restart, %d repeated",
 				mode, n, n-2, inFlight, s.api.calls.Load()-calls, repeated)
@@ -126,23 +134,7 @@ func TestSlowHeadRebalanceRepeatsOnlyInFlight(t *testing.T) {
 			// done.
 			waitFor(t, 60*time.Second, "the new owner's call", func() bool { return s.api.calls.Load() > before })
 			s.api.unblock()
-			var out []*kgo.Record
-			if mode == config.ExactlyOnce {
-				out = s.collectCommitted(t, "completions", n)
-			} else {
-				out = s.collect(t, "completions", n)
-			}
-			seen := countByID(t, out)
-			if len(seen) != n {
-				t.Fatalf("%d distinct results, want %d", len(seen), n)
-			}
-			if mode == config.ExactlyOnce {
-				for id, c := range seen {
-					if c != 1 {
-						t.Errorf("%s: %d committed results, want 1", id, c)
-					}
-				}
-			}
+			s.wantEveryResult(t, mode, n)
 			repeated := s.api.calls.Load() - int64(n)
 			t.Logf("%s: %d records, %d finished above 2 stuck heads before the join; %d calls repeated", mode, n, n-2, repeated)
 			if repeated > 1 {
