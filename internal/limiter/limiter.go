@@ -14,7 +14,8 @@
 //     windows;
 //
 //   - a 429 pauses every call until the provider's Retry-After (global
-//     cooldown), and x-ratelimit-remaining-* headers correct the buckets;
+//     cooldown, at most Config.MaxCooldown), and x-ratelimit-remaining-*
+//     headers correct the buckets;
 //
 //   - when the account cannot go on (quota exhausted, key rejected) the
 //     limiter pauses all calls and lets one probe through every
