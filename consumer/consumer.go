@@ -188,13 +188,15 @@ func (c *Consumer) ClientOpts() []kgo.Opt {
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
 		kgo.OnOffsetsFetched(c.offsetsFetched),
+		// Records of aborted (or still open) producer transactions are
+		// never sent to the API, in either delivery mode.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	}
 	if c.exactlyOnce() {
 		opts = append(opts,
 			kgo.TransactionalID(c.cfg.TransactionalID),
-			// Only committed inputs, and committed offsets only once
-			// no transaction touching them is pending.
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			// Committed offsets only once no transaction touching them
+			// is pending.
 			kgo.RequireStableFetchOffsets(),
 		)
 	}

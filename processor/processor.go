@@ -145,7 +145,17 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 		callCtx, cancel = context.WithTimeoutCause(ctx, p.cfg.RecordDeadline, errExpired)
 		defer cancel()
 	}
-	resp, attempts, err := p.call(callCtx, req, p.streamOf(rec, req))
+	est := estimateTokens(req.Body)
+	if tpm := p.lim.TokenBudget(req.Model); tpm > 0 && est.prompt+est.reserved > tpm {
+		// It can never be served within the group's budget: fail it at
+		// once, without a call, rather than hold every later record.
+		res.Error = &result.Error{Code: result.CodeExceedsTPM, Message: fmt.Sprintf(
+			"the request reserves about %d tokens (prompt estimate %d + n x max_tokens %d), more than the %d tokens per minute budget of model %s",
+			est.prompt+est.reserved, est.prompt, est.reserved, tpm, req.Model)}
+		res.LatencyMS = p.now().Sub(start).Milliseconds()
+		return res, nil
+	}
+	resp, attempts, err := p.call(callCtx, req, est, p.streamOf(rec, req))
 	res.Attempts = attempts
 	res.LatencyMS = p.now().Sub(start).Milliseconds()
 	if ctx.Err() != nil {
@@ -174,10 +184,10 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 }
 
 // call makes up to MaxAttempts attempts, honouring Retry-After when the
-// API asks for a longer wait than the backoff would take.
+// API asks for a longer wait than the backoff would take, up to RetryMax:
+// a longer server-requested wait is cut there, and the record asks again.
 // rs is nil unless the record is streamed.
-func (p *Processor) call(ctx context.Context, req prompt.Request, rs *recordStream) (resp *api.Response, attempts int, err error) {
-	est := estimateTokens(req.Body)
+func (p *Processor) call(ctx context.Context, req prompt.Request, est tokenEstimate, rs *recordStream) (resp *api.Response, attempts int, err error) {
 	var hint time.Duration
 	err = retryDo(ctx, p.backoff(&hint), func(ctx context.Context) error {
 		attempts++
@@ -192,7 +202,7 @@ func (p *Processor) call(ctx context.Context, req prompt.Request, rs *recordStre
 }
 
 // attempt makes one call under the limiter and tells it what the answer
-// said. An answer saying the account cannot go on (quota, 401, 403) is not
+// said. An answer saying the account cannot go on (quota, 401) is not
 // this record's failure: the limiter pauses every call until a probe
 // succeeds, and the record waits for that instead of using up attempts.
 func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEstimate, rs *recordStream) (*api.Response, error) {

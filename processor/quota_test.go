@@ -65,7 +65,7 @@ func TestUnusableAccountIsWaitedOut(t *testing.T) {
 func TestUnusableAccountAbandonsOnShutdown(t *testing.T) {
 	t.Parallel()
 	f := newFakeAPI(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		status(w, 403, `{"error":{"message":"forbidden"}}`)
+		status(w, 401, `{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}`)
 	})
 	c, err := api.New(api.Config{BaseURL: f.srv.URL + "/v1"})
 	if err != nil {

@@ -11,7 +11,9 @@ import (
 
 // backoff is the retry schedule of one record: exponential from RetryBase,
 // ±20% jitter, capped at RetryMax, MaxAttempts attempts in all. When the
-// last answer asked for a longer wait (*hint, from Retry-After), that wins.
+// last answer asked for a longer wait (*hint, from Retry-After), that
+// wins, up to RetryMax too: a server asking for an hour is asked again
+// after RetryMax (the limiter's global cooldown has the same cap).
 func (p *Processor) backoff(hint *time.Duration) retry.Backoff {
 	b := retry.NewExponential(p.cfg.RetryBase)
 	b = retry.WithJitterPercent(20, b)
@@ -22,7 +24,7 @@ func (p *Processor) backoff(hint *time.Duration) retry.Backoff {
 		if stop {
 			return 0, true
 		}
-		return max(d, *hint), false
+		return max(d, min(*hint, p.cfg.RetryMax)), false
 	})
 }
 

@@ -29,8 +29,19 @@ type tokenEstimate struct {
 	n        int
 }
 
+// Bounds of what a request or an answer can make the estimate: n is at
+// most OpenAI's 128 choices, a ceiling at most maxCeiling tokens, a usage
+// figure at most maxUsage; so no product overflows, whatever the record or
+// the provider says.
+const (
+	maxChoices = 128
+	maxCeiling = 1 << 30
+	maxUsage   = 1 << 40
+)
+
 // estimateTokens reads the messages, ceiling and n of a chat-completions
-// body. It never fails: an unreadable body estimates as its length.
+// body. It never fails: an unreadable body estimates as its length. The
+// result is bounded (see maxChoices, maxCeiling).
 func estimateTokens(body []byte) tokenEstimate {
 	var req struct {
 		Messages []struct {
@@ -49,14 +60,14 @@ func estimateTokens(body []byte) tokenEstimate {
 	}
 	e := tokenEstimate{prompt: (chars+3)/4 + 4*len(req.Messages), n: 1}
 	if req.N != nil && *req.N > 1 {
-		e.n = *req.N
+		e.n = min(*req.N, maxChoices)
 	}
 	ceiling := req.MaxTokens
 	if req.MaxCompletionTokens != nil {
 		ceiling = req.MaxCompletionTokens
 	}
 	if ceiling != nil && *ceiling > 0 {
-		e.reserved = e.n * *ceiling
+		e.reserved = e.n * min(*ceiling, maxCeiling)
 	}
 	return e
 }
@@ -108,7 +119,7 @@ func (c *completionModel) guess(model string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s, ok := c.stats[model]; ok {
-		return int(s.mean + 2*s.dev + 0.5)
+		return int(min(s.mean+2*s.dev+0.5, maxCeiling))
 	}
 	return initialCompletionGuess
 }
@@ -149,7 +160,10 @@ func readUsage(body []byte) (usage, bool) {
 		return usage{}, false
 	}
 	u := *v.Usage
-	if u.TotalTokens <= 0 {
+	bound := func(n int) int { return min(max(n, 0), maxUsage) }
+	u.PromptTokens, u.CompletionTokens, u.TotalTokens = bound(u.PromptTokens), bound(u.CompletionTokens), bound(u.TotalTokens)
+	u.CompletionTokensDetails.ReasoningTokens = bound(u.CompletionTokensDetails.ReasoningTokens)
+	if u.TotalTokens == 0 {
 		u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	}
 	return u, true
@@ -164,18 +178,23 @@ func (p *Processor) outcome(model string, est tokenEstimate, resp *api.Response,
 		o.Header = resp.Header
 	}
 	var se *api.StatusError
+	var ste *api.StreamError
 	switch {
 	case err == nil:
 		o.Success = true
 		if u, ok := readUsage(resp.Body); ok {
 			o.Tokens = max(u.TotalTokens, est.prompt+est.reserved)
-			generated := u.TotalTokens - u.PromptTokens
+			generated := max(0, u.TotalTokens-u.PromptTokens)
 			p.completions.observe(model, float64(generated)/float64(est.n))
 			reasoning := u.CompletionTokensDetails.ReasoningTokens
 			p.cfg.Observer.Tokens(model, u.PromptTokens, max(0, generated-reasoning), reasoning)
 		}
 	case errors.Is(err, api.ErrQuota):
 		o.Unusable, o.Tokens = err, 0
+	case errors.As(err, &ste):
+		// A rate limit or an overload told inside a stream is the same
+		// pushback as the answer's status would have been.
+		o.RateLimited, o.Overloaded = ste.RateLimited(), ste.Overloaded()
 	case errors.As(err, &se):
 		switch code := se.Response.StatusCode; {
 		case code == http.StatusTooManyRequests:

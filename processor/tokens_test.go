@@ -65,3 +65,29 @@ func TestOutcomeCharges(t *testing.T) {
 		t.Errorf("timeout: %+v, want unknown cost", o)
 	}
 }
+
+// FuzzEstimateTokens: whatever the body, the estimate is bounded and
+// non-negative, n is in [1, maxChoices], and nothing overflows.
+func FuzzEstimateTokens(f *testing.F) {
+	for _, s := range []string{
+		`{"messages":[{"role":"user","content":"hi"}],"n":128,"max_tokens":1000000}`,
+		`{"messages":[],"n":9223372036854775807,"max_tokens":9223372036854775807}`,
+		`{"messages":[{"content":[{"text":"abc"},{"text":null}]}],"max_completion_tokens":-5,"n":-1}`,
+		`{"messages":[{"content":123}]}`, `not json`, `{"n":1e3}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e := estimateTokens(body)
+		if e.n < 1 || e.n > maxChoices || e.prompt < 0 || e.reserved < 0 || e.reserved > maxChoices*maxCeiling {
+			t.Fatalf("estimateTokens(%q) = %+v, out of bounds", body, e)
+		}
+		if e.prompt > len(body)+4*len(body) {
+			t.Fatalf("estimateTokens(%q) prompt %d exceeds what the body can hold", body, e.prompt)
+		}
+		u, ok := readUsage(body)
+		if ok && (u.TotalTokens < 0 || u.TotalTokens > 2*maxUsage || u.PromptTokens < 0) {
+			t.Fatalf("readUsage(%q) = %+v, out of bounds", body, u)
+		}
+	})
+}

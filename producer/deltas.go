@@ -176,7 +176,9 @@ func (s *DeltaStream) produce(ctx context.Context, v *DeltaRecord, done func(int
 	if v.Done {
 		s.p.cl.Produce(ctx, rec, ack)
 	} else {
-		s.p.cl.TryProduce(ctx, rec, ack)
+		// Never cancelled once buffered: franz-go fails a whole batch,
+		// other records' deltas too, when its first record's context ends.
+		s.p.cl.TryProduce(context.WithoutCancel(ctx), rec, ack)
 	}
 }
 

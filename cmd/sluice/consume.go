@@ -118,7 +118,10 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		TPM:           cfg.TPM,
 		Models:        modelBudgets(cfg.ModelLimits),
 		ProbeInterval: cfg.QuotaProbeInterval,
-		Log:           log,
+		// One server-requested wait has the same cap for the whole
+		// replica as for one record.
+		MaxCooldown: cfg.RetryMax,
+		Log:         log,
 		// While the account is unusable nothing can be processed: stop
 		// fetching and leave the load balancer (readiness false).
 		OnPause: func(paused bool) { cons.Hold(paused) },
@@ -163,6 +166,8 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	if cfg.InstanceID != "" {
 		kopts = append(kopts, kgo.InstanceID(cfg.InstanceID))
 	}
+	limits := new(topicLimits) // read once the client is up (limits.go)
+	kopts = append(kopts, kgo.ProducerBatchMaxBytesFn(limits.batchMaxBytes))
 	kopts = append(kopts, cons.ClientOpts()...)
 	kopts = append(kopts, opt.kafkaOpts...)
 	var cl *kgo.Client
@@ -187,6 +192,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		}
 		return err
 	}
+	limits.load(ctx, cl, log, cfg.OutputTopic, cfg.DLQTopic)
 	deltas, releaseDeltas, err := newDeltaSink(cl, cfg.StreamTopic, cfg.Kafka, m, log, kgo.WithLogger(kzerolog.New(&klog)), compressionOpt(cfg.Output)) // stream.go
 	if err != nil {
 		return err
@@ -225,6 +231,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 
 	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
 	pub.Gate = cons.ProduceGate()
+	pub.MaxMessageBytes = limits.maxMessageBytes
 	registerStateGauges(reg, lim, cons)
 	// Every replica reports the whole group's lag (dashboards take the
 	// max over replicas); the watcher stops before the client closes.

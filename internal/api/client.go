@@ -98,9 +98,10 @@ func (r *Response) JSONBody() json.RawMessage {
 
 // Do sends one chat-completions request with the JSON body and reads the
 // whole answer. It returns the Response whenever an HTTP answer arrived, and
-// an error that is nil only for a 2xx answer with a JSON body:
+// an error that is nil only for a 2xx answer that CheckAnswer accepts:
 //   - *StatusError for a non-2xx status,
-//   - ErrMalformed for a 2xx answer whose body is not JSON,
+//   - ErrMalformed for a 2xx answer that is not a well-formed
+//     chat.completion (not JSON, an error object, no choices, ...),
 //   - ErrTimeout when ctx's deadline passed first,
 //   - ErrTransport for connection failures.
 func (c *Client) Do(ctx context.Context, body []byte) (*Response, error) {

@@ -16,6 +16,9 @@ import (
 
 const testKey = "xai-test-SECRET-key-7f3a9c"
 
+// okAnswer is the smallest well-formed chat.completion.
+const okAnswer = `{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}`
+
 // seen is what the test server received.
 type seen struct {
 	method, path, auth, contentType string
@@ -102,7 +105,7 @@ func TestDoSuccess(t *testing.T) {
 func TestDoKeyPerRequestAndNoKey(t *testing.T) {
 	t.Parallel()
 	srv, reqs := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `{}`)
+		_, _ = io.WriteString(w, okAnswer)
 	})
 	keys := []string{"k1", "k2", ""}
 	i := 0
@@ -139,7 +142,7 @@ func TestDoKeyPerRequestAndNoKey(t *testing.T) {
 func TestDoEndpointPath(t *testing.T) {
 	t.Parallel()
 	srv, reqs := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `{}`)
+		_, _ = io.WriteString(w, okAnswer)
 	})
 	for _, tc := range []struct{ base, want string }{
 		{"/v1", "/v1/chat/completions"},
@@ -205,7 +208,13 @@ func TestDoStatusErrors(t *testing.T) {
 		{"400 html body", 400, `<html>bad</html>`, false, false, "", "", ""},
 		{"429 insufficient_quota", 429, `{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}`, false, true, "insufficient_quota", "insufficient_quota", "You exceeded your current quota"},
 		{"401", 401, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`, false, true, "invalid_request_error", "invalid_api_key", "Incorrect API key provided"},
-		{"403", 403, `{"error":{"message":"forbidden","type":"permission_error"}}`, false, true, "permission_error", "", "forbidden"},
+		// A 403 about one request (a model the key may not use) is that
+		// request's failure; only xAI's credits message is account-wide.
+		{"403 permission", 403, `{"error":{"message":"forbidden","type":"permission_error"}}`, false, false, "permission_error", "", "forbidden"},
+		{"403 model_not_found", 403, `{"error":{"message":"The model grok-x does not exist or your team does not have access to it","type":"invalid_request_error","code":"model_not_found"}}`, false, false, "invalid_request_error", "model_not_found", "The model grok-x does not exist or your team does not have access to it"},
+		{"403 xAI no credits", 403, `{"code":"The caller does not have permission to execute the specified operation","error":"Your newly created team doesn't have any credits yet."}`, false, true, "", "The caller does not have permission to execute the specified operation", "Your newly created team doesn't have any credits yet."},
+		{"400 xAI wrong key", 400, `{"code":"Client specified an invalid argument","error":"Incorrect API key provided: xa***bc."}`, false, true, "", "Client specified an invalid argument", "Incorrect API key provided: xa***bc."},
+		{"429 spending limit", 429, `{"error":{"message":"Your team has reached its monthly spending limit","type":"rate_limit"}}`, false, true, "rate_limit", "", "Your team has reached its monthly spending limit"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

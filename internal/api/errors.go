@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -17,7 +17,9 @@ var (
 	ErrTimeout = errors.New("api: timeout")
 	// ErrTransport: the connection failed (refused, reset, closed early). Retryable.
 	ErrTransport = errors.New("api: transport error")
-	// ErrMalformed: a 2xx answer whose body is not JSON. Retryable.
+	// ErrMalformed: a 2xx answer that is not a well-formed chat.completion
+	// (not JSON, an error object, no choices, tool call arguments that do
+	// not parse; see CheckAnswer). Retryable.
 	ErrMalformed = errors.New("api: malformed response")
 	// ErrQuota: the account cannot go on (quota or spending limit
 	// exhausted, bad or forbidden key). Retrying one record cannot help.
@@ -36,29 +38,65 @@ type StatusError struct {
 
 func newStatusError(r *Response, now time.Time) *StatusError {
 	e := &StatusError{Response: r, RetryAfter: retryAfter(r.Header, now)}
-	var body struct {
-		Error struct {
-			Type    string `json:"type"`
-			Code    any    `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(r.Body, &body) == nil {
-		e.Type, e.Message = body.Error.Type, body.Error.Message
-		if body.Error.Code != nil {
-			e.Code = fmt.Sprint(body.Error.Code)
-		}
-	}
+	e.Type, e.Code, e.Message = parseErrorBody(r.Body)
 	return e
+}
+
+// parseErrorBody reads the error of an answer body: the OpenAI shape
+// {"error":{"type":...,"code":...,"message":...}} (code a string or a
+// number), or xAI's {"code":"...","error":"..."} where error is the message.
+// Fields it cannot find are "".
+func parseErrorBody(body []byte) (typ, code, msg string) {
+	var v struct {
+		Error json.RawMessage `json:"error"`
+		Code  any             `json:"code"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return "", "", ""
+	}
+	typ, code, msg = parseErrorObject(v.Error)
+	if s, ok := v.Code.(string); ok && code == "" && typ == "" {
+		code = s
+	}
+	return typ, code, msg
+}
+
+// parseErrorObject reads an error value: an object with type, code and
+// message, or a bare string (the message).
+func parseErrorObject(raw json.RawMessage) (typ, code, msg string) {
+	var o struct {
+		Type    any `json:"type"`
+		Code    any `json:"code"`
+		Message any `json:"message"`
+	}
+	if json.Unmarshal(raw, &o) == nil {
+		return scalar(o.Type), scalar(o.Code), scalar(o.Message)
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return "", "", s
+	}
+	return "", "", ""
+}
+
+// scalar renders a JSON string, number or boolean as text; "" for the rest.
+func scalar(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64, bool:
+		return fmt.Sprint(v)
+	}
+	return ""
 }
 
 // Error names the status and the provider's error code, never the request.
 func (e *StatusError) Error() string {
 	s := fmt.Sprintf("api: status %d", e.Response.StatusCode)
 	if e.Code != "" {
-		s += " (" + e.Code + ")"
+		s += " (" + truncate(e.Code, 100) + ")"
 	} else if e.Type != "" {
-		s += " (" + e.Type + ")"
+		s += " (" + truncate(e.Type, 100) + ")"
 	}
 	if e.Message != "" {
 		s += ": " + truncate(e.Message, 200)
@@ -72,15 +110,57 @@ func (e *StatusError) Is(target error) bool {
 }
 
 func (e *StatusError) quota() bool {
-	switch e.Response.StatusCode {
-	case http.StatusUnauthorized, http.StatusForbidden:
+	return AccountWide(e.Response.StatusCode, e.Type, e.Code, e.Message)
+}
+
+// quotaCodes are the error codes and types that say the account, not the
+// request, cannot go on: quota or spending limit exhausted, billing off,
+// key invalid or the account deactivated. It is the one list, used for
+// error answers and for error events inside a stream alike.
+var quotaCodes = map[string]bool{
+	"insufficient_quota":         true,
+	"spending_limit_exceeded":    true,
+	"billing_hard_limit_reached": true,
+	"billing_not_active":         true,
+	"invalid_api_key":            true,
+	"account_deactivated":        true,
+}
+
+// accountWideTexts are what xAI's answers say, in the message only, when
+// the team has no credits left or hit its spending limit, or the key is
+// wrong (xAI answers a wrong key with a 400).
+var accountWideTexts = []string{"incorrect api key", "invalid api key", "any credits", "used all available credits", "spending limit"}
+
+// AccountWide reports whether an error answer (status 0 for an error event
+// inside a 2xx stream) says the account cannot go on: a 401, a code or type
+// in the list of quota codes, or xAI's message for exhausted credits or a
+// wrong key. Everything else, including a 403 about one model or one
+// request's permissions, is the request's own failure.
+func AccountWide(status int, typ, code, msg string) bool {
+	if status == http.StatusUnauthorized || quotaCodes[code] || quotaCodes[typ] {
 		return true
-	case http.StatusTooManyRequests:
-		return e.Code == "insufficient_quota" || e.Type == "insufficient_quota" ||
-			e.Code == "spending_limit_exceeded" || e.Code == "billing_hard_limit_reached"
+	}
+	if status != http.StatusBadRequest && status != http.StatusForbidden && status != http.StatusTooManyRequests {
+		return false
+	}
+	m := strings.ToLower(msg)
+	for _, t := range accountWideTexts {
+		if strings.Contains(m, t) {
+			return true
+		}
 	}
 	return false
 }
+
+// rateLimitCodes are the codes and types of an error that is about the
+// request rate (OpenAI: code rate_limit_exceeded, type requests or
+// tokens; Anthropic-style rate_limit_error).
+var rateLimitCodes = map[string]bool{
+	"rate_limit_exceeded": true, "rate_limit_error": true, "requests": true, "tokens": true,
+}
+
+// overloadCodes are those of a provider that is overloaded.
+var overloadCodes = map[string]bool{"overloaded": true, "overloaded_error": true, "server_overloaded": true}
 
 // Retryable reports whether the answer may succeed when tried again:
 // 408, 409, 429 (but not quota exhaustion) and every 5xx.
@@ -116,25 +196,45 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
+// MaxRetryAfter bounds what RetryAfter reports, whatever the header said;
+// callers cap it further (the processor at SLUICE_RETRY_MAX).
+const MaxRetryAfter = 24 * time.Hour
+
 // retryAfter reads retry-after-ms (OpenAI's precise form) or Retry-After
-// (seconds or an HTTP date).
+// (seconds or an HTTP date, RFC 9110 section 10.2.3). The result is in
+// [0, MaxRetryAfter]; zero when the headers name no usable wait.
 func retryAfter(h http.Header, now time.Time) time.Duration {
-	if v := h.Get("retry-after-ms"); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 && !math.IsInf(ms, 0) {
-			return time.Duration(ms * float64(time.Millisecond))
+	if v := strings.TrimSpace(h.Get("retry-after-ms")); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return boundedWait(ms / 1000)
 		}
 	}
-	v := h.Get("Retry-After")
+	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 && s < 1e6 {
-		return time.Duration(s * float64(time.Second))
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		if s > 0 {
+			return boundedWait(s)
+		}
+		return 0
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), MaxRetryAfter)
 	}
 	return 0
+}
+
+// boundedWait converts seconds to a Duration in [0, MaxRetryAfter],
+// without overflow; NaN is zero.
+func boundedWait(s float64) time.Duration {
+	switch {
+	case !(s > 0): // also NaN
+		return 0
+	case s >= MaxRetryAfter.Seconds():
+		return MaxRetryAfter
+	}
+	return time.Duration(s * float64(time.Second))
 }
 
 func truncate(s string, n int) string {

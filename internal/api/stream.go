@@ -96,7 +96,7 @@ const drainGrace = 100 * time.Millisecond
 
 // DoStream makes the call of Do as a streamed request and returns what Do
 // would have: it sets "stream": true and "stream_options.include_usage"
-// in body (a JSON object; its other fields are kept), reads the
+// in body (a JSON object; its other bytes are kept as they are), reads the
 // server-sent chat.completion.chunk events, passes each to opt.OnChunk,
 // and assembles them into the chat.completion a non-streamed call returns
 // (id, created, model, system_fingerprint, every choice's message with
@@ -112,7 +112,10 @@ const drainGrace = 100 * time.Millisecond
 //     has no finish_reason (truncated), or broke,
 //   - *StreamError (also ErrTransport, or ErrQuota) for an error event,
 //   - ErrMalformed for a chunk that is not JSON, an event over
-//     MaxEventBytes or an answer over MaxResponseBytes.
+//     MaxEventBytes, an answer over MaxResponseBytes, or an assembled
+//     answer that CheckAnswer refuses (a tool call whose arguments do not
+//     parse): a stream is the plain answer or a failure, never a
+//     malformed success.
 //
 // The Response is returned whenever an HTTP answer arrived; after a
 // failed stream its Body is nil. The stats are valid also on error.
@@ -191,6 +194,9 @@ func (c *Client) DoStream(ctx context.Context, body []byte, opt StreamOptions) (
 		}
 	}
 	b, err := asm.body()
+	if err == nil {
+		err = checkAnswer(b, k) // e.g. tool call arguments that do not parse
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -227,26 +233,123 @@ func isJSON(h http.Header) bool {
 }
 
 // streamBody sets "stream": true and stream_options.include_usage in the
-// JSON object body, keeping every other field (and stream_option) as is.
+// JSON object body by editing its bytes: every other byte, including key
+// order, number spelling, escapes and the other members of stream_options,
+// reaches the server as the record had it. A "stream" member's value is
+// replaced by true, or the member appended; the same for include_usage
+// inside stream_options (a null stream_options becomes
+// {"include_usage":true}).
 func streamBody(body []byte) ([]byte, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+	top, err := objectMembers(body)
+	if err != nil {
 		return nil, fmt.Errorf("api: a streamed request body must be a JSON object")
 	}
-	so := map[string]json.RawMessage{}
-	if raw, ok := m["stream_options"]; ok && !isNull(raw) {
-		if err := json.Unmarshal(raw, &so); err != nil || so == nil {
+	var edits []edit
+	var add []string
+	if !top.replace("stream", "true", 0, &edits) {
+		add = append(add, `"stream":true`)
+	}
+	hasOptions := false
+	for _, m := range top.members {
+		if m.key != "stream_options" {
+			continue
+		}
+		hasOptions = true
+		raw := body[m.start:m.end]
+		if isNull(raw) {
+			edits = append(edits, edit{m.start, m.end, `{"include_usage":true}`})
+			continue
+		}
+		so, err := objectMembers(raw)
+		if err != nil {
 			return nil, fmt.Errorf("api: stream_options must be a JSON object")
 		}
+		if !so.replace("include_usage", "true", m.start, &edits) {
+			edits = append(edits, so.append(m.start, `"include_usage":true`))
+		}
 	}
-	so["include_usage"] = json.RawMessage("true")
-	b, err := marshal(so)
-	if err != nil {
-		return nil, fmt.Errorf("api: encode stream_options: %w", err)
+	if !hasOptions {
+		add = append(add, `"stream_options":{"include_usage":true}`)
 	}
-	m["stream"] = json.RawMessage("true")
-	m["stream_options"] = b
-	return marshal(m)
+	if len(add) > 0 {
+		edits = append(edits, top.append(0, strings.Join(add, ",")))
+	}
+	slices.SortFunc(edits, func(a, b edit) int { return cmp.Compare(b.start, a.start) })
+	out := slices.Clone(body)
+	for _, e := range edits { // back to front: earlier offsets stay valid
+		out = slices.Replace(out, e.start, e.end, []byte(e.text)...)
+	}
+	return out, nil
+}
+
+// edit replaces body[start:end] by text.
+type edit struct {
+	start, end int
+	text       string
+}
+
+// object is where the members of one JSON object sit in its bytes.
+type object struct {
+	members []member
+	close   int // offset of the closing '}'
+}
+
+type member struct {
+	key        string
+	start, end int // the value's bytes
+}
+
+// replace adds an edit setting the value of every member named key to
+// text (offsets shifted by base) and reports whether there was one.
+func (o object) replace(key, text string, base int, edits *[]edit) bool {
+	found := false
+	for _, m := range o.members {
+		if m.key == key {
+			*edits = append(*edits, edit{base + m.start, base + m.end, text})
+			found = true
+		}
+	}
+	return found
+}
+
+// append returns the edit inserting the member text before the closing
+// brace, after a comma when the object has members.
+func (o object) append(base int, text string) edit {
+	if len(o.members) > 0 {
+		text = "," + text
+	}
+	at := base + o.close
+	return edit{at, at, text}
+}
+
+// objectMembers locates the top-level members of the JSON object b.
+func objectMembers(b []byte) (object, error) {
+	var o object
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return o, errors.New("not a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return o, err
+		}
+		key, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return o, err
+		}
+		end := int(dec.InputOffset())
+		o.members = append(o.members, member{key: key, start: end - len(raw), end: end})
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return o, errors.New("not a JSON object")
+	}
+	o.close = int(dec.InputOffset()) - 1
+	if _, err := dec.Token(); err != io.EOF {
+		return o, errors.New("data after the JSON object")
+	}
+	return o, nil
 }
 
 // marshal encodes v without escaping <, > and &, so JSON strings reach the
@@ -306,6 +409,9 @@ func readAnswer(ctx context.Context, hr *http.Response, k string) (*Response, er
 	if !json.Valid(b) {
 		return resp, fmt.Errorf("%w: status %d with a body that is not JSON", ErrMalformed, hr.StatusCode)
 	}
+	if err := checkAnswer(b, k); err != nil {
+		return resp, err
+	}
 	return resp, nil
 }
 
@@ -345,9 +451,7 @@ func (e *StreamError) Error() string {
 // Is makes errors.Is(err, ErrQuota) true for account-level failures and
 // errors.Is(err, ErrTransport) true for the others.
 func (e *StreamError) Is(target error) bool {
-	quota := e.Code == "insufficient_quota" || e.Type == "insufficient_quota" ||
-		e.Code == "spending_limit_exceeded" || e.Code == "billing_hard_limit_reached" ||
-		e.Code == "invalid_api_key"
+	quota := AccountWide(0, e.Type, e.Code, e.Message)
 	switch target {
 	case ErrQuota:
 		return quota
@@ -355,6 +459,17 @@ func (e *StreamError) Is(target error) bool {
 		return !quota
 	}
 	return false
+}
+
+// RateLimited reports whether the event is about the request rate (a 429
+// told inside the stream): the caller backs off as for a 429 answer.
+func (e *StreamError) RateLimited() bool {
+	return rateLimitCodes[e.Code] || rateLimitCodes[e.Type]
+}
+
+// Overloaded reports whether the event says the provider is overloaded.
+func (e *StreamError) Overloaded() bool {
+	return overloadCodes[e.Code] || overloadCodes[e.Type]
 }
 
 // Wire shapes of a chat.completion.chunk.
@@ -389,11 +504,6 @@ type (
 			Name      string `json:"name"`
 			Arguments string `json:"arguments"`
 		} `json:"function"`
-	}
-	wireError struct {
-		Type    string `json:"type"`
-		Code    any    `json:"code"`
-		Message string `json:"message"`
 	}
 )
 
@@ -644,18 +754,7 @@ func (a *assembler) addLogprobs(c *choiceAcc, raw json.RawMessage) error {
 // streamError turns an error event into a *StreamError.
 func (a *assembler) streamError(raw json.RawMessage) error {
 	e := &StreamError{Response: a.resp}
-	var we wireError
-	if err := json.Unmarshal(raw, &we); err == nil {
-		e.Type, e.Message = we.Type, we.Message
-		if we.Code != nil {
-			e.Code = fmt.Sprint(we.Code)
-		}
-	} else {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			e.Message = s
-		}
-	}
+	e.Type, e.Code, e.Message = parseErrorObject(raw)
 	e.Type, e.Code, e.Message = redact(e.Type, a.key), redact(e.Code, a.key), redact(e.Message, a.key)
 	return e
 }

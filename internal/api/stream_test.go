@@ -193,6 +193,7 @@ func TestDoStreamMatchesDo(t *testing.T) {
 type sent struct {
 	accept, auth string
 	body         map[string]any
+	raw          []byte // the body as received
 }
 
 // sseServer answers every request with the raw SSE text of events, each
@@ -203,7 +204,8 @@ func sseServer(t *testing.T, events ...string) (*httptest.Server, <-chan sent) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var s sent
 		s.accept, s.auth = r.Header.Get("Accept"), r.Header.Get("Authorization")
-		_ = json.NewDecoder(r.Body).Decode(&s.body)
+		s.raw, _ = io.ReadAll(r.Body)
+		_ = json.Unmarshal(s.raw, &s.body)
 		select {
 		case reqs <- s:
 		default:

@@ -78,7 +78,7 @@ type API struct {
 	RequestTimeout time.Duration `envconfig:"SLUICE_REQUEST_TIMEOUT" default:"120s" desc:"timeout of one API attempt"`
 	MaxAttempts    int           `envconfig:"SLUICE_MAX_ATTEMPTS" default:"6" desc:"attempts per record before it is dead-lettered"`
 	RetryBase      time.Duration `envconfig:"SLUICE_RETRY_BASE" default:"500ms" desc:"first retry backoff (exponential, jittered)"`
-	RetryMax       time.Duration `envconfig:"SLUICE_RETRY_MAX" default:"30s" desc:"cap of one retry backoff"`
+	RetryMax       time.Duration `envconfig:"SLUICE_RETRY_MAX" default:"30s" desc:"cap of one retry backoff, and of one server-requested wait (Retry-After) for the record and the replica's global cooldown"`
 	// Stream makes every call a streamed one; records whose body has
 	// "stream": true are streamed whatever it says.
 	Stream bool `envconfig:"SLUICE_STREAM" default:"false" desc:"stream every API call (records with stream true in the body are streamed anyway)"`

@@ -10,11 +10,11 @@ import (
 func TestTokenBucketArithmetic(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	b := newTokenBucket(6000, t0) // 100 tokens/s, burst 100, starts full
-	if got := b.reserve(t0, 60); got != 0 {
+	if got, _ := b.reserve(t0, 60); got != 0 {
 		t.Fatalf("reserve 60 of 100 waits %v, want 0", got)
 	}
 	// 40 left; 90 more puts it 50 in debt: half a second at 100/s.
-	if got := b.reserve(t0, 90); got != 500*time.Millisecond {
+	if got, _ := b.reserve(t0, 90); got != 500*time.Millisecond {
 		t.Fatalf("reserve into debt waits %v, want 500ms", got)
 	}
 	// The call cost 30, not 90: 60 come back, the debt is gone.
@@ -29,9 +29,22 @@ func TestTokenBucketArithmetic(t *testing.T) {
 	if got := b.available(t0.Add(time.Hour)); got != 100 {
 		t.Fatalf("after an hour %v available, want the burst 100", got)
 	}
-	// A request larger than the burst waits for the whole refill.
-	if got := b.reserve(t0.Add(time.Hour), 250); got != 1500*time.Millisecond {
-		t.Fatalf("reserve 250 from a full bucket waits %v, want 1.5s", got)
+	// A request larger than the burst is debited the burst only: it
+	// goes at once, and the next one waits one refill, not 2.5.
+	t1 := t0.Add(time.Hour)
+	if got, charged := b.reserve(t1, 250); got != 0 || charged != 100 {
+		t.Fatalf("reserve 250 from a full bucket waits %v and charges %v, want 0 and the burst 100", got, charged)
+	}
+	if got, _ := b.reserve(t1, 100); got != time.Second {
+		t.Fatalf("the next request of 100 waits %v, want 1s", got)
+	}
+	// Whatever a call cost, the debt stays within a minute of refill.
+	b.credit(t1, -1e18)
+	if got := b.available(t1); got != -6000 {
+		t.Fatalf("after an absurd cost %v available, want the floor -6000", got)
+	}
+	if got, _ := b.reserve(t1, 1e18); got != time.Minute {
+		t.Fatalf("reserve at the floor waits %v, want 1m", got)
 	}
 	// The provider says 40 remain: the level cannot stay above it, and
 	// clamp never raises it.
@@ -46,8 +59,8 @@ func TestTokenBucketArithmetic(t *testing.T) {
 	}
 	// Half the share: half the rate and half the burst.
 	b2.setRate(50)
-	if got := b2.reserve(t0, 90); got != time.Second {
-		t.Fatalf("at 50/s, 50 tokens of debt wait %v, want 1s", got)
+	if got, charged := b2.reserve(t0, 90); got != 200*time.Millisecond || charged != 50 {
+		t.Fatalf("at 50/s, 90 tokens from 40 wait %v and charge %v, want 200ms and the burst 50", got, charged)
 	}
 }
 
@@ -63,12 +76,16 @@ func TestProviderLimitHeaders(t *testing.T) {
 		t.Fatalf("readProviderLimits = %+v, want %+v", pl, want)
 	}
 	for v, want := range map[string]time.Duration{
-		"6m0s": 0, // above maxCooldown: ignored
-		"2":    2 * time.Second,
-		"0.25": 250 * time.Millisecond,
-		"soon": 0,
-		"-1s":  0,
-		"":     0,
+		"6m0s":    6 * time.Minute, // Config.MaxCooldown caps the pause it causes
+		"100000h": maxHeaderDuration,
+		"1e400":   maxHeaderDuration,
+		"NaN":     0,
+		"-Inf":    0,
+		"2":       2 * time.Second,
+		"0.25":    250 * time.Millisecond,
+		"soon":    0,
+		"-1s":     0,
+		"":        0,
 	} {
 		if got := headerDuration(v); got != want {
 			t.Errorf("headerDuration(%q) = %v, want %v", v, got, want)

@@ -32,7 +32,7 @@ func newTokenBucket(perMinute float64, now time.Time) *tokenBucket {
 func (b *tokenBucket) setRate(perSecond float64) {
 	b.rate = perSecond
 	b.burst = math.Max(1, perSecond)
-	b.level = math.Min(b.level, b.burst)
+	b.level = math.Max(math.Min(b.level, b.burst), b.floor())
 }
 
 func (b *tokenBucket) advance(now time.Time) {
@@ -42,24 +42,39 @@ func (b *tokenBucket) advance(now time.Time) {
 	}
 }
 
-// reserve debits n tokens at now and returns how long the caller must wait
-// before acting: zero while the bucket covers them, else the time to refill
-// the debt. Waiters are served in reservation order.
-func (b *tokenBucket) reserve(now time.Time, n float64) time.Duration {
+// maxDebtSeconds bounds the bucket's debt to this many seconds of refill:
+// whatever one call cost (or an answer claimed it cost), the calls after
+// it wait at most that long for tokens.
+const maxDebtSeconds = 60
+
+// reserve debits n tokens at now, but never more than the bucket holds
+// when full (burst), and returns how long the caller must wait before
+// acting (zero while the bucket covers the debit, else the time to refill
+// the debt) and the tokens debited. Waiters are served in reservation
+// order.
+func (b *tokenBucket) reserve(now time.Time, n float64) (wait time.Duration, charged float64) {
 	b.advance(now)
-	b.level -= n
+	charged = math.Min(math.Max(n, 0), b.burst)
+	b.level = math.Max(b.level-charged, b.floor())
 	if b.level >= 0 {
-		return 0
+		return 0, charged
 	}
-	return time.Duration(math.Ceil(-b.level / b.rate * float64(time.Second)))
+	return time.Duration(math.Ceil(-b.level / b.rate * float64(time.Second))), charged
 }
 
 // credit adds n tokens (a negative n debits): the difference between what
-// a request was charged and what it cost.
+// a request was charged and what it cost. The level stays between the
+// floor (maxDebtSeconds of refill in debt) and the burst.
 func (b *tokenBucket) credit(now time.Time, n float64) {
+	if math.IsNaN(n) {
+		return
+	}
 	b.advance(now)
-	b.level = math.Min(b.burst, b.level+n)
+	b.level = math.Max(math.Min(b.burst, b.level+n), b.floor())
 }
+
+// floor is the lowest level: maxDebtSeconds of refill in debt.
+func (b *tokenBucket) floor() float64 { return -maxDebtSeconds * b.burst }
 
 // clamp lowers the level to at most n: the provider said fewer tokens
 // remain than the bucket believes.

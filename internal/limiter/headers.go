@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,8 +37,13 @@ func headerCount(v string) int64 {
 	return n
 }
 
+// maxHeaderDuration bounds a parsed reset time; the limiter caps the
+// pause it causes further (Config.MaxCooldown).
+const maxHeaderDuration = 24 * time.Hour
+
 // headerDuration reads "1s", "6m0s", "120ms" (OpenAI) or plain seconds
-// ("0.5"); anything else, or a value above maxCooldown, is ignored.
+// ("0.5"), bounded to maxHeaderDuration; anything else, negative or not a
+// number, is 0 (ignored).
 func headerDuration(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
@@ -46,13 +52,13 @@ func headerDuration(v string) time.Duration {
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		s, ferr := strconv.ParseFloat(v, 64)
-		if ferr != nil {
-			return 0
+		switch {
+		case ferr != nil && !errors.Is(ferr, strconv.ErrRange), !(s > 0):
+			return 0 // also NaN and -Inf
+		case s >= maxHeaderDuration.Seconds():
+			return maxHeaderDuration
 		}
 		d = time.Duration(s * float64(time.Second))
 	}
-	if d <= 0 || d > maxCooldown {
-		return 0
-	}
-	return d
+	return min(max(d, 0), maxHeaderDuration)
 }

@@ -14,7 +14,8 @@
 //     windows;
 //
 //   - a 429 pauses every call until the provider's Retry-After (global
-//     cooldown), and x-ratelimit-remaining-* headers correct the buckets;
+//     cooldown, at most Config.MaxCooldown), and x-ratelimit-remaining-*
+//     headers correct the buckets;
 //
 //   - when the account cannot go on (quota exhausted, key rejected) the
 //     limiter pauses all calls and lets one probe through every
@@ -39,8 +40,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxCooldown caps one global pause, whatever a header asked for.
-const maxCooldown = time.Minute
+// defaultMaxCooldown is Config.MaxCooldown when unset.
+const defaultMaxCooldown = time.Minute
 
 // defaultRateLimitCooldown is the pause after a 429 that named no wait.
 const defaultRateLimitCooldown = time.Second
@@ -63,6 +64,11 @@ type Config struct {
 	// ProbeInterval is how often one call is let through while the
 	// account is unusable (default 5s).
 	ProbeInterval time.Duration
+	// MaxCooldown caps one global pause after a 429 or an exhausted
+	// x-ratelimit-remaining-requests, whatever the provider asked for
+	// (default 1 min). sluice sets it to SLUICE_RETRY_MAX, the cap of one
+	// record's wait, so the two agree: after it, calls ask again.
+	MaxCooldown time.Duration
 	// Log receives one line per state change.
 	Log zerolog.Logger
 	// OnPause is called (outside any lock) when the limiter pauses for an
@@ -73,7 +79,10 @@ type Config struct {
 // Request describes the call about to be made.
 type Request struct {
 	Model string
-	// Tokens is the estimated cost debited before the call.
+	// Tokens is the estimated cost debited before the call. A token
+	// bucket is debited at most its capacity (one second of its share):
+	// one large request never holds back the calls after it for longer
+	// than that, and what it really cost is charged when it ends.
 	Tokens int
 }
 
@@ -155,6 +164,9 @@ func New(cfg Config) *Limiter {
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = 5 * time.Second
 	}
+	if cfg.MaxCooldown <= 0 {
+		cfg.MaxCooldown = defaultMaxCooldown
+	}
 	l := &Limiter{
 		cfg:     cfg,
 		log:     cfg.Log,
@@ -177,6 +189,7 @@ type Permit struct {
 	l       *Limiter
 	req     Request
 	model   *budgetState
+	charged [2]float64 // tokens debited from the global and the model's bucket
 	probe   bool
 	started time.Time
 	done    atomic.Bool
@@ -243,7 +256,7 @@ func (l *Limiter) takeBudgets(ctx context.Context, p *Permit) error {
 	p.model = l.models[p.req.Model]
 	var delay time.Duration
 	var reservations []*rate.Reservation
-	for _, b := range []*budgetState{l.global, p.model} {
+	for i, b := range []*budgetState{l.global, p.model} {
 		if b == nil {
 			continue
 		}
@@ -253,7 +266,9 @@ func (l *Limiter) takeBudgets(ctx context.Context, p *Permit) error {
 			delay = max(delay, r.DelayFrom(now))
 		}
 		if b.tokens != nil {
-			delay = max(delay, b.tokens.reserve(now, float64(p.req.Tokens)))
+			var wait time.Duration
+			wait, p.charged[i] = b.tokens.reserve(now, float64(p.req.Tokens))
+			delay = max(delay, wait)
 		}
 	}
 	l.mu.Unlock()
@@ -263,7 +278,7 @@ func (l *Limiter) takeBudgets(ctx context.Context, p *Permit) error {
 		for _, r := range reservations {
 			r.CancelAt(now)
 		}
-		l.creditLocked(p, now, float64(p.req.Tokens))
+		l.reconcileLocked(p, now, 0)
 		l.mu.Unlock()
 		return err
 	}
@@ -274,11 +289,12 @@ func (l *Limiter) takeBudgets(ctx context.Context, p *Permit) error {
 	return sleep(ctx, wait, nil)
 }
 
-// creditLocked gives n tokens back to the buckets p was charged in.
-func (l *Limiter) creditLocked(p *Permit, now time.Time, n float64) {
-	for _, b := range []*budgetState{l.global, p.model} {
+// reconcileLocked charges the buckets p was debited in what the call
+// cost instead of what they were charged.
+func (l *Limiter) reconcileLocked(p *Permit, now time.Time, cost float64) {
+	for i, b := range []*budgetState{l.global, p.model} {
 		if b != nil && b.tokens != nil {
-			b.tokens.credit(now, n)
+			b.tokens.credit(now, p.charged[i]-cost)
 		}
 	}
 }
@@ -322,7 +338,7 @@ func (p *Permit) Done(o Outcome) {
 	l.mu.Lock()
 	now := l.now()
 	if o.Tokens >= 0 {
-		l.creditLocked(p, now, float64(p.req.Tokens-o.Tokens))
+		l.reconcileLocked(p, now, float64(o.Tokens))
 	}
 	l.learnLocked(now, readProviderLimits(o.Header))
 	if o.RateLimited {
@@ -371,7 +387,7 @@ func (l *Limiter) learnLocked(now time.Time, pl providerLimits) {
 // cooldownLocked pauses all calls until now+d (extending, never
 // shortening, a running cooldown).
 func (l *Limiter) cooldownLocked(now time.Time, d time.Duration, why string) {
-	until := now.Add(min(d, maxCooldown))
+	until := now.Add(min(d, l.cfg.MaxCooldown))
 	if !until.After(l.cooldownUntil) {
 		return
 	}
@@ -384,6 +400,18 @@ func (l *Limiter) cooldownLocked(now time.Time, d time.Duration, why string) {
 func (l *Limiter) broadcastLocked() {
 	close(l.changed)
 	l.changed = make(chan struct{})
+}
+
+// TokenBudget returns the smallest tokens-per-minute budget that applies
+// to calls of model: the group's SLUICE_TPM or the model's, whichever is
+// lower; 0 when none does. A request estimated above it can never be
+// served within a minute by the whole group.
+func (l *Limiter) TokenBudget(model string) int {
+	tpm := l.cfg.TPM
+	if b, ok := l.cfg.Models[model]; ok && b.TPM > 0 && (tpm == 0 || b.TPM < tpm) {
+		tpm = b.TPM
+	}
+	return tpm
 }
 
 // SetShare sets this replica's share of the group's budgets, in (0, 1]

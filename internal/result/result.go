@@ -29,6 +29,10 @@ const (
 	CodeRetriesExhausted = "retries_exhausted"
 	// CodeResultTooLarge: the API's answer does not fit in a Kafka record.
 	CodeResultTooLarge = "result_too_large"
+	// CodeExceedsTPM: the request alone reserves more tokens (prompt
+	// estimate + n x max_tokens) than the group's tokens-per-minute budget
+	// (SLUICE_TPM or the model's); no call was made.
+	CodeExceedsTPM = "exceeds_tpm"
 	// CodeExpired: the record did not finish within SLUICE_RECORD_DEADLINE,
 	// retries and pauses included (OpenAI Batch's batch_expired).
 	CodeExpired = "expired"
@@ -42,6 +46,15 @@ const (
 	HeaderSourceTopic     = "sluice.source.topic"
 	HeaderSourcePartition = "sluice.source.partition"
 	HeaderSourceOffset    = "sluice.source.offset"
+	// HeaderValueOmitted, on a dead letter whose input value does not fit
+	// in one record of the dead-letter topic, is the value's size in
+	// bytes; the value is then empty and the source headers locate the
+	// original. HeaderKeyOmitted and HeaderHeadersOmitted are the same for
+	// a key, and for the input's headers (their count), in the rare case
+	// where even they do not fit; they can appear on results too.
+	HeaderValueOmitted   = "sluice.value.omitted"
+	HeaderKeyOmitted     = "sluice.key.omitted"
+	HeaderHeadersOmitted = "sluice.headers.omitted"
 	// HeaderCustomID is the record header consulted for custom_id when the
 	// value has none.
 	HeaderCustomID = "custom_id"
@@ -65,8 +78,12 @@ type Response struct {
 	StatusCode int     `json:"status_code"`
 	RequestID  *string `json:"request_id"`
 	// Body is the API's JSON response, byte-for-byte; null when the body was
-	// not JSON.
+	// not JSON, or did not fit in one record (then BodyOmitted is set).
 	Body json.RawMessage `json:"body"`
+	// BodyOmitted is the size in bytes of a body left out because the
+	// result would not fit in one record of the output topic; absent
+	// otherwise.
+	BodyOmitted int `json:"body_omitted,omitempty"`
 }
 
 // Error says why a record failed.
