@@ -66,14 +66,14 @@ type Config struct {
 	// (ClientOpts).
 	MaxBufferedBytes int64
 	// CommitInterval is the period of the transactions in exactly-once
-	// mode. At least once, offsets are committed as records finish (at
-	// most one commit at a time, about 50 a second); CommitInterval only
-	// paces the retries of a failed commit.
+	// mode (default 1s). At least once, offsets are committed as records
+	// finish (at most one commit at a time, about 50 a second);
+	// CommitInterval only paces the retries of a failed commit.
 	CommitInterval time.Duration
 	// RevokeTimeout bounds how long a revoked partition's records may
-	// finish before they are abandoned.
+	// finish before they are abandoned (default 15s).
 	RevokeTimeout time.Duration
-	// DrainTimeout bounds the same on shutdown.
+	// DrainTimeout bounds the same on shutdown (default 25s).
 	DrainTimeout time.Duration
 	// MaxPollRecords bounds one poll (default 1000).
 	MaxPollRecords int
@@ -121,6 +121,7 @@ type Consumer struct {
 
 	dispatch *dispatcher
 	bytes    *byteBudget
+	sizer    *fetchSizer
 
 	mu           sync.Mutex
 	parts        map[topicPartition]*partition
@@ -152,6 +153,15 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 	if cfg.MaxBufferedBytes <= 0 {
 		cfg.MaxBufferedBytes = 256 << 20
 	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = time.Second
+	}
+	if cfg.RevokeTimeout <= 0 {
+		cfg.RevokeTimeout = 15 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 25 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Consumer{
 		cfg:      cfg,
@@ -160,6 +170,7 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 		stopWork: cancel,
 		dispatch: newDispatcher(cfg.MaxDispatched),
 		bytes:    newByteBudget(cfg.Topic, cfg.MaxBufferedBytes),
+		sizer:    newFetchSizer(cfg.MaxBufferedBytes),
 		parts:    make(map[topicPartition]*partition),
 
 		pendingSkips: make(map[topicPartition]*offsetMap),
@@ -171,15 +182,19 @@ func New(cfg Config, log zerolog.Logger) *Consumer {
 
 // ClientOpts are the kgo options the consumer needs: the group, the topic,
 // manual commits, the rebalance callbacks, and fetch sizes that fit
-// MaxBufferedBytes. Add the connection options.
+// MaxBufferedBytes once decompressed (see fetchSizer). Add the connection
+// options.
 func (c *Consumer) ClientOpts() []kgo.Opt {
+	fetchBytes, partBytes := c.sizer.limits()
 	opts := []kgo.Opt{
 		// Fetching pauses and resumes with the byte budget; a resumed
 		// partition waits for the fetch in flight, so keep its long
 		// poll short (librdkafka's fetch.wait.max.ms default).
 		kgo.FetchMaxWait(500 * time.Millisecond),
-		kgo.FetchMaxBytes(int32(fetchMaxBytes(c.cfg.MaxBufferedBytes))),
-		kgo.FetchMaxPartitionBytes(int32(fetchMaxPartitionBytes(c.cfg.MaxBufferedBytes))),
+		kgo.FetchMaxBytes(fetchBytes),
+		kgo.FetchMaxPartitionBytes(partBytes),
+		kgo.MaxDecompressBatchBytes(maxDecompressBatchBytes(c.cfg.MaxBufferedBytes)),
+		kgo.WithHooks(c.sizer),
 		kgo.ConsumerGroup(c.cfg.Group),
 		kgo.ConsumeTopics(c.cfg.Topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
@@ -248,6 +263,7 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.cl, c.handler = cl, h
 	c.mu.Unlock()
 	c.bytes.setClient(cl) // pauses at once if held
+	c.sizer.setClient(cl)
 	defer c.stopWork()
 
 	dispatchDone := make(chan struct{})
@@ -313,6 +329,15 @@ func (c *Consumer) poll(ctx context.Context) {
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			if errors.Is(err, context.Canceled) {
+				return
+			}
+			if tooLarge := (*kgo.ErrDecompressTooLarge)(nil); errors.As(err, &tooLarge) {
+				// The partition stops here (nothing is skipped
+				// unseen); the operator decides.
+				c.log.Error().Err(err).Str("topic", t).Int32("partition", p).
+					Int64("offset", tooLarge.Offset).Int64("next_offset", tooLarge.NextOffset).
+					Int("max_decompressed_bytes", maxDecompressBatchBytes(c.cfg.MaxBufferedBytes)).
+					Msg("a fetched batch decompresses past the limit; this partition is stopped: raise SLUICE_MAX_BUFFERED_BYTES (the limit is the larger of it and 64MiB) or move the group's offset past the batch")
 				return
 			}
 			c.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error")

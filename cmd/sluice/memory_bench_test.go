@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // BenchmarkMemoryBigRecords runs `sluice consume` in a child process over
@@ -17,21 +19,27 @@ import (
 // API that never answers, and reports the child's peak RSS (VmHWM) and Go
 // heap once its buffered bytes stop growing, against
 // SLUICE_MAX_BUFFERED_BYTES: 64MiB (target: peak RSS ≤ 192 MiB) and the
-// default 256MiB (target ≤ 384 MiB).
+// default 256MiB (target ≤ 384 MiB). The gzip cases repeat them with
+// prompts of repetitive text produced gzip-compressed (~200-fold on the
+// wire), where Kafka's fetch limits, counting wire bytes, say little about
+// memory.
 //
 //	go test -run '^$' -bench MemoryBigRecords -benchtime 1x ./cmd/sluice
 func BenchmarkMemoryBigRecords(b *testing.B) {
 	for _, bc := range []struct {
-		name      string
-		env       []string
-		targetMiB float64
+		name       string
+		env        []string
+		targetMiB  float64
+		compressed bool
 	}{
-		{"bound=64MiB", []string{"SLUICE_MAX_BUFFERED_BYTES=64MiB"}, 192},
-		{"bound=default", nil, 384},
+		{"bound=64MiB", []string{"SLUICE_MAX_BUFFERED_BYTES=64MiB"}, 192, false},
+		{"bound=default", nil, 384, false},
+		{"bound=64MiB/gzip", []string{"SLUICE_MAX_BUFFERED_BYTES=64MiB"}, 192, true},
+		{"bound=default/gzip", nil, 384, true},
 	} {
 		b.Run("stuck/"+bc.name, func(b *testing.B) {
 			for range b.N {
-				rss, heap := stuckBacklogPeak(b, bc.env...)
+				rss, heap := stuckBacklogPeak(b, bc.compressed, bc.env...)
 				b.ReportMetric(rss, "peak_rss_MiB")
 				b.ReportMetric(rss/bc.targetMiB, "ratio_to_target")
 				fmt.Printf("memory %s: peak RSS %.0f MiB, Go heap in use %.0f MiB; target ≤ %.0f MiB; ratio %.2f\n",
@@ -76,11 +84,28 @@ func bigPrompts(n, size int, prefix string) []string {
 	return prompts
 }
 
-func stuckBacklogPeak(b *testing.B, env ...string) (rssMiB, heapMiB float64) {
+// repetitivePrompts returns n prompts of about size bytes of one sentence
+// repeated, each starting with prefix: gzip shrinks them ~200-fold.
+func repetitivePrompts(n, size int, prefix string) []string {
+	const sentence = "Summarise the following quarterly report in three bullet points. "
+	body := strings.Repeat(sentence, size/len(sentence))
+	prompts := make([]string, n)
+	for i := range prompts {
+		prompts[i] = prefix + " " + strconv.Itoa(i) + " " + body
+	}
+	return prompts
+}
+
+func stuckBacklogPeak(b *testing.B, compressed bool, env ...string) (rssMiB, heapMiB float64) {
 	b.StopTimer()
 	const partitions = 8
 	s := newTestStack(b, partitions)
-	s.produceSpreadPrompts(b, bigPrompts(1600, 200_000, "slow"), partitions)
+	if compressed {
+		s.produceSpreadPrompts(b, repetitivePrompts(1600, 200_000, "slow"), partitions,
+			kgo.ProducerBatchCompression(kgo.GzipCompression()))
+	} else {
+		s.produceSpreadPrompts(b, bigPrompts(1600, 200_000, "slow"), partitions)
+	}
 	addr := freeAddr(b)
 	b.StartTimer()
 	cmd := s.startProcess(b, append([]string{"SLUICE_HTTP_ADDR=" + addr}, env...)...)

@@ -269,14 +269,14 @@ func (s *testStack) produceSpread(t testing.TB, n int, partitions int32) {
 
 // produceSpreadPrompts writes record c-i with prompts[i] to partition
 // i % partitions.
-func (s *testStack) produceSpreadPrompts(t testing.TB, prompts []string, partitions int32) {
+func (s *testStack) produceSpreadPrompts(t testing.TB, prompts []string, partitions int32, opts ...kgo.Opt) {
 	t.Helper()
 	recs := make([]*kgo.Record, len(prompts))
 	for i, prompt := range prompts {
 		recs[i] = &kgo.Record{Topic: s.cfg.InputTopic, Partition: int32(i) % partitions,
 			Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":%q}`, i, prompt)}
 	}
-	producer := s.client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	producer := s.client(t, append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err := producer.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
