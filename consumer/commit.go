@@ -22,16 +22,20 @@ const commitTimeout = 10 * time.Second
 // runs ahead of a slow record (offsetMapRoom).
 const maxOffsetMapBytes = 4000
 
-// minCommitGap spaces the at-least-once commits that follow finished
-// records: at most one commit in flight and about 50 a second per member,
-// so a crash repeats the calls in flight plus what finished in the last
-// 20 ms, not a whole commit interval of finished work.
+// minCommitGap spaces the commits that follow finished records: at most
+// one commit (exactly once: one transaction end) in flight and about 50 a
+// second per member, so a crash repeats the calls in flight plus what
+// finished in the last 20 ms and the commit under way, not a whole commit
+// interval of finished work. Exactly once, it also bounds what a
+// rebalance, which aborts the open transaction, throws away.
 const minCommitGap = 20 * time.Millisecond
 
-// commitLoop commits until stop is closed. At least once: as soon as
-// records finished, one commit at a time, at least minCommitGap apart
-// (and every CommitInterval, which retries a failed commit). Exactly once:
-// the open transaction ends every CommitInterval.
+// commitLoop commits until stop is closed: as soon as records finished,
+// one commit at a time, at least minCommitGap apart, and every
+// CommitInterval (which retries a failed commit). Exactly once, a commit
+// ends the open transaction and begins the next, and the next starts no
+// sooner than the last one took again: outputs wait while a transaction
+// ends, so they are held back at most about half the time.
 func (c *Consumer) commitLoop(stop <-chan struct{}) {
 	t := time.NewTicker(c.cfg.CommitInterval)
 	defer t.Stop()
@@ -52,7 +56,13 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 			c.commitLocked(c.assignedPartitions())
 		}
 		c.commitMu.Unlock()
-		if wait := minCommitGap - time.Since(sent); wait > 0 && !c.exactlyOnce() {
+		gap := minCommitGap
+		if c.exactlyOnce() {
+			// Produces wait while a transaction ends: spend at most
+			// about half the time ending transactions.
+			gap = max(gap, 2*time.Since(sent))
+		}
+		if wait := gap - time.Since(sent); wait > 0 {
 			select {
 			case <-stop:
 				return
@@ -62,11 +72,8 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 	}
 }
 
-// finished tells the commit loop that records finished (at least once).
+// finished tells the commit loop that records finished.
 func (c *Consumer) finished() {
-	if c.exactlyOnce() {
-		return
-	}
 	select {
 	case c.finishedCh <- struct{}{}:
 	default:
@@ -253,6 +260,16 @@ func (c *Consumer) endTxn(parts []*partition, again bool) error {
 	if c.txnFailed.Swap(false) {
 		try = kgo.TryAbort
 		c.log.Warn().Msg("aborting the transaction: an output in it could not be written; its records are processed again")
+	}
+	revoked := c.txnRevoked.Swap(false)
+	if again && try == kgo.TryCommit && !revoked && !slices.ContainsFunc(parts, (*partition).hasTxnWork) {
+		// Nothing to commit: the transaction stays open (an empty one
+		// exists only in the client). Ending it anyway is not free:
+		// without a TxnOffsetCommit franz-go cannot tell the brokers
+		// support KIP-447 and holds the next End back 500 ms. After a
+		// revocation it is ended all the same: the session aborts it,
+		// and it had better be empty then.
+		return nil
 	}
 	committed, err := c.sess.End(ctx, try)
 	ok := committed && err == nil

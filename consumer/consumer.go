@@ -65,10 +65,10 @@ type Config struct {
 	// from it (see recordSize). The fetch sizes are set to match
 	// (ClientOpts).
 	MaxBufferedBytes int64
-	// CommitInterval is the period of the transactions in exactly-once
-	// mode (default 1s). At least once, offsets are committed as records
-	// finish (at most one commit at a time, about 50 a second);
-	// CommitInterval only paces the retries of a failed commit.
+	// CommitInterval paces the retries of a failed commit (default 1s).
+	// Offsets are committed as records finish, at most one commit at a
+	// time, about 50 a second; exactly once, each such commit ends the
+	// open transaction.
 	CommitInterval time.Duration
 	// RevokeTimeout bounds how long a revoked partition's records may
 	// finish before they are abandoned (default 15s).
@@ -112,6 +112,10 @@ type Consumer struct {
 	// txnFailed is set when an output failed to be written in the open
 	// transaction (exactly-once): it must abort, never commit.
 	txnFailed atomic.Bool
+	// txnRevoked is set when partitions were revoked or lost (exactly-
+	// once): the session will abort the open transaction, so it is ended
+	// at once, empty or not, before outputs of kept partitions go into it.
+	txnRevoked atomic.Bool
 	// finishedCh wakes the commit loop when records finished (at least
 	// once): commits follow finishes.
 	finishedCh chan struct{}
@@ -242,11 +246,11 @@ func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
 }
 
 // RunTransactional is Run for exactly-once mode (Config.TransactionalID
-// set): the session must be built with ClientOpts. Every CommitInterval the
-// open transaction ends, committing the outputs produced in it together
-// with the input offsets (and offset maps) they complete, and a new one
-// begins; when a rebalance aborts a transaction, its records are processed
-// again.
+// set): the session must be built with ClientOpts. As records finish the
+// open transaction ends (one at a time, at least 20 ms apart), committing
+// the outputs produced in it together with the input offsets (and offset
+// maps) they complete, and a new one begins; when a rebalance aborts a
+// transaction, its records are processed again.
 func (c *Consumer) RunTransactional(ctx context.Context, sess *kgo.GroupTransactSession, h Handler) error {
 	if !c.exactlyOnce() {
 		return errors.New("consumer: RunTransactional needs Config.TransactionalID")

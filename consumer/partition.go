@@ -283,6 +283,7 @@ func (p *partition) ack(e *entry, err error) {
 		e.state = produced
 		p.window.finish(e)
 		p.produced = append(p.produced, e)
+		p.c.finished()
 	case err == nil:
 		p.window.finish(e)
 		p.releaseLocked(e)
@@ -325,6 +326,20 @@ func (p *partition) releaseLocked(e *entry) {
 	e.rec = nil
 	p.c.bytes.add(-e.size)
 	e.size = 0
+}
+
+// hasTxnWork reports whether the open transaction holds something of p
+// (exactly-once): outputs produced or failed in it, or an offset or map
+// to commit.
+func (p *partition) hasTxnWork() bool {
+	p.mu.Lock()
+	work := len(p.produced) > 0 || len(p.failed) > 0
+	p.mu.Unlock()
+	if work {
+		return true
+	}
+	_, _, moved := p.commitOffset()
+	return moved
 }
 
 // settle ends the transaction's part in this partition: its produced

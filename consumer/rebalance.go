@@ -38,6 +38,8 @@ func (c *Consumer) revoked(_ context.Context, cl *kgo.Client, revoked map[string
 		return
 	}
 	if c.exactlyOnce() {
+		c.txnRevoked.Store(true)
+		c.finished() // end the doomed transaction now
 		// The session aborts the open transaction after any revocation,
 		// so waiting for the records would only produce into it. They
 		// are abandoned; the next owner starts from the last committed
@@ -56,6 +58,10 @@ func (c *Consumer) revoked(_ context.Context, cl *kgo.Client, revoked map[string
 func (c *Consumer) lost(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
 	parts := c.take(lost)
 	cl.ResumeFetchPartitions(lost)
+	if c.exactlyOnce() {
+		c.txnRevoked.Store(true)
+		c.finished()
+	}
 	if len(parts) == 0 {
 		return
 	}

@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // latencyProfile is how long the simulated API takes to answer: base for
@@ -56,13 +59,30 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	} {
 		b.Run(lp.name, func(b *testing.B) {
 			for range b.N {
-				benchThroughput(b, lp, inFlight)
+				benchThroughput(b, lp, inFlight, config.AtLeastOnce)
 			}
 		})
+		if lp.name == "fixed" {
+			b.Run(lp.name+"/exactly-once", func(b *testing.B) {
+				for range b.N {
+					benchThroughput(b, lp, inFlight, config.ExactlyOnce)
+				}
+			})
+		}
 	}
 }
 
-func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
+// commitCounter counts the commits a member sends: OffsetCommit requests
+// (at least once) and EndTxn requests (exactly once).
+type commitCounter struct{ n atomic.Int64 }
+
+func (c *commitCounter) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err == nil && (key == int16(kmsg.OffsetCommit) || key == int16(kmsg.EndTxn)) {
+		c.n.Add(1)
+	}
+}
+
+func benchThroughput(b *testing.B, lp latencyProfile, inFlight int, mode string) {
 	b.StopTimer()
 	s := newTestStack(b, 1)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -80,6 +100,8 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
 	s.cfg.BaseURL = api.URL
 	s.cfg.MaxInFlight = inFlight
 	s.cfg.CommitInterval = time.Second
+	s.cfg.Mode = mode
+	s.cfg.TransactionalID = "bench-0"
 	s.cfg.RequestTimeout = 2 * (lp.base + lp.tail + time.Second)
 	recs := make([]*kgo.Record, lp.records)
 	for i := range recs {
@@ -89,7 +111,8 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
 	reader := s.client(b, kgo.ConsumeTopics("completions"))
 	b.StartTimer()
 	start, cpuStart := time.Now(), cpuTime()
-	stop := s.member(b)
+	commits := &commitCounter{}
+	stop := s.member(b, kgo.WithHooks(commits))
 	var at []time.Duration // when each result arrived
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	for len(at) < lp.records && ctx.Err() == nil {
@@ -116,8 +139,10 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int) {
 	// The whole process: kafka, the API stub and the pipeline.
 	cpuPerRecord := cpu / time.Duration(lp.records)
 	b.ReportMetric(float64(cpuPerRecord.Microseconds()), "cpu_us/record")
-	fmt.Printf("pipeline throughput %s: %d records, steady state (10%%-90%%) %.0f records/s; ideal C/mean latency = %d/%s = %.0f; ratio %.3f; CPU %s/record (whole test process)\n",
-		lp.name, lp.records, rate, inFlight, lp.mean(), ideal, rate/ideal, cpuPerRecord)
+	commitRate := float64(commits.n.Load()) / at[len(at)-1].Seconds()
+	b.ReportMetric(commitRate, "commits/s")
+	fmt.Printf("pipeline throughput %s (%s): %d records, steady state (10%%-90%%) %.0f records/s; ideal C/mean latency = %d/%s = %.0f; ratio %.3f; CPU %s/record (whole test process); %.1f commits/s\n",
+		lp.name, mode, lp.records, rate, inFlight, lp.mean(), ideal, rate/ideal, cpuPerRecord, commitRate)
 }
 
 // cpuTime is the CPU time this process used so far, user and system.

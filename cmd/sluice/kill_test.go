@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -45,7 +46,7 @@ func TestProcessKill9RepeatsOnlyInFlightCalls(t *testing.T) {
 		recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":%q}`, i, text)})
 	}
 	s.produce(t, recs...)
-	cmd := s.startProcess(t, "SLUICE_COMMIT_INTERVAL=100ms")
+	cmd := s.startProcess(t, append(restartable, "SLUICE_COMMIT_INTERVAL=100ms")...)
 	s.collect(t, "completions", n-n/10) // every fast record is done
 	// Kill once the child committed what it finished: its offset maps
 	// stop changing. (The child offers no signal; its commits are read.)
@@ -64,7 +65,7 @@ func TestProcessKill9RepeatsOnlyInFlightCalls(t *testing.T) {
 	}
 	_ = cmd.Wait()
 	s.api.unblock()
-	cmd2 := s.startProcess(t)
+	cmd2 := s.startProcess(t, restartable...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cl := s.client(t, kgo.ConsumeTopics("completions"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -102,7 +103,7 @@ func TestProcessExactlyOnceKill9(t *testing.T) {
 	// A stable transactional.id, as SLUICE_INSTANCE_ID or the pod name
 	// gives in production: the restarted member fences the killed one's
 	// open transaction at once.
-	eos := []string{"SLUICE_DELIVERY=exactly-once", "SLUICE_TRANSACTIONAL_ID=sluice-test-0", "SLUICE_COMMIT_INTERVAL=200ms"}
+	eos := append([]string{"SLUICE_DELIVERY=exactly-once", "SLUICE_TRANSACTIONAL_ID=sluice-test-0", "SLUICE_COMMIT_INTERVAL=200ms"}, restartable...)
 	for round := 1; round <= 3; round++ {
 		s.killAfter(t, round*n/5, eos...)
 	}
@@ -150,4 +151,45 @@ func (s *testStack) committedMeta(t testing.TB) map[int32]string {
 		}
 	})
 	return out
+}
+
+// TestKill9MidFlowRepeatsAboutInFlight: records finish all the time (calls
+// of 2 to 8 s, 40 in flight) when the member is killed; the restarted member
+// repeats the calls that were in flight and what finished while the last
+// commit (exactly once: the last transaction end) was under way, not a
+// commit interval of finished work. In both modes, repeated calls stay
+// within 1.25 times those in flight at the kill.
+func TestKill9MidFlowRepeatsAboutInFlight(t *testing.T) {
+	for _, mode := range []string{config.AtLeastOnce, config.ExactlyOnce} {
+		t.Run(mode, func(t *testing.T) {
+			s := newTestStack(t, 4)
+			const n = 160
+			var recs []*kgo.Record
+			for i := range n {
+				ms := 2000 + i*7919%6000 // spread, so finishes do not come in waves
+				recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"sleep-%d p-%d"}`, i, ms, i)})
+			}
+			s.produce(t, recs...)
+			env := append([]string{"SLUICE_DELIVERY=" + mode, "SLUICE_TRANSACTIONAL_ID=mid-flow-0",
+				"SLUICE_MAX_IN_FLIGHT=40", "SLUICE_COMMIT_INTERVAL=1s"}, restartable...)
+			cmd := s.startProcess(t, env...)
+			// Mid-flow: records are finishing all the time.
+			s.collectWith(t, "completions", 60, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+			inFlight, callsAtKill := s.api.active.Load(), s.api.calls.Load()
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			cmd2 := s.startProcess(t, env...)
+			s.wantEveryResult(t, mode, n)
+			waitConsuming(t, cmd2)
+			_ = cmd2.Process.Signal(syscall.SIGTERM)
+			_ = cmd2.Wait()
+			repeated := s.api.calls.Load() - n
+			t.Logf("%s: %d records; at the kill %d calls made, %d in flight; %d calls repeated", mode, n, callsAtKill, inFlight, repeated)
+			if limit := inFlight * 5 / 4; repeated > limit {
+				t.Errorf("%d calls repeated, want <= %d (1.25 x the %d in flight at the kill)", repeated, limit, inFlight)
+			}
+		})
+	}
 }

@@ -71,6 +71,14 @@ func (s *testStack) startProcess(t testing.TB, extraEnv ...string) *exec.Cmd {
 	return cmd
 }
 
+// restartable is the environment of a member that a test kills with
+// SIGKILL and starts again: static membership (a stable
+// SLUICE_INSTANCE_ID) hands the restarted member its partitions at once,
+// and the long session timeout keeps a member of a loaded CI machine from
+// losing them mid-run to missed heartbeats (which redoes work and spoils
+// the counts these tests assert).
+var restartable = []string{"SLUICE_INSTANCE_ID=sluice-0", "SLUICE_SESSION_TIMEOUT=2m"}
+
 // syncBuffer collects a child's stderr; exec copies into it from its own
 // goroutine.
 type syncBuffer struct {
@@ -151,7 +159,7 @@ func TestProcessKill9NoLoss(t *testing.T) {
 	}
 	s.produce(t, recs...)
 	for round := 1; round <= 3; round++ {
-		cmd := s.startProcess(t)
+		cmd := s.startProcess(t, restartable...)
 		s.collect(t, "completions", round*n/4)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -161,9 +169,7 @@ func TestProcessKill9NoLoss(t *testing.T) {
 			t.Fatalf("round %d: wait = %v", round, err)
 		}
 	}
-	// A killed member holds its partitions until its session times out
-	// (SLUICE_SESSION_TIMEOUT=6s here): each round waits for that.
-	cmd := s.startProcess(t)
+	cmd := s.startProcess(t, restartable...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cl := s.client(t, kgo.ConsumeTopics("completions"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))

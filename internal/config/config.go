@@ -131,7 +131,7 @@ type Consume struct {
 	Delivery
 	Output
 	HTTPAddr       string        `envconfig:"SLUICE_HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
-	CommitInterval time.Duration `envconfig:"SLUICE_COMMIT_INTERVAL" default:"1s" desc:"exactly-once: how often the transaction commits; at-least-once commits as records finish (one commit at a time, at least 20ms apart) and retries a failed commit after this"`
+	CommitInterval time.Duration `envconfig:"SLUICE_COMMIT_INTERVAL" default:"1s" desc:"offsets commit as records finish (one commit at a time, at least 20ms apart; exactly-once: each ends the open transaction); a failed commit is retried after this"`
 	DrainTimeout   time.Duration `envconfig:"SLUICE_DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
 	RevokeTimeout  time.Duration `envconfig:"SLUICE_REVOKE_TIMEOUT" default:"15s" desc:"on rebalance, how long a revoked partition's records may finish"`
 	LogLevel       string        `envconfig:"SLUICE_LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
