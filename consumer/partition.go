@@ -278,6 +278,15 @@ func (p *partition) ack(e *entry, err error) {
 		e.keyed = false
 	}
 	switch {
+	case p.c.exactlyOnce() && p.ctx.Err() != nil && !errors.Is(err, errReleased) && !errors.Is(err, context.Canceled):
+		// Released (revoked, lost, or drained past its timeout), but its
+		// outputs, all or some, went into the open transaction, which
+		// will not carry its offset: were it to commit, the partition's
+		// next owner would publish the record a second time. Abort it.
+		p.c.txnFailed.Store(true)
+		p.releaseLocked(e)
+		p.c.log.Warn().Str("topic", p.topic).Int32("partition", p.id).Int64("offset", e.offset).
+			Msg("outputs of a released partition's record went into the open transaction; aborting it")
 	case err == nil && p.c.exactlyOnce():
 		// In the open transaction: finished if it commits.
 		e.state = produced

@@ -54,8 +54,10 @@ func NewPublisher(cl *kgo.Client, outputTopic, dlqTopic string) *Publisher {
 
 // Publish produces the result of the input record in, plus its dead letter
 // when res failed. done is called exactly once: with nil after the brokers
-// acknowledged every record, or with the first error. ctx bounds only the
-// wait for buffer space: once buffered, an output is not failed by ctx
+// acknowledged every record, or with the first error. A ctx already done
+// when the gate is taken produces nothing (done gets context.Cause(ctx)).
+// Otherwise ctx bounds only the wait for buffer space: once buffered, an
+// output is not failed by ctx
 // (franz-go fails a whole batch, holding other records' outputs, with its
 // first record's context), so cancelling one input partition's context
 // never fails another partition's outputs.
@@ -63,6 +65,13 @@ func (p *Publisher) Publish(ctx context.Context, in *kgo.Record, res *result.Res
 	pb := &publication{p: p, ctx: ctx, rctx: context.WithoutCancel(ctx), in: in, res: res, acks: newAckGroup(1, done)}
 	unlock := p.lock()
 	defer unlock()
+	if ctx.Err() != nil {
+		// The input was given up (its partition revoked or released)
+		// while it waited for the gate: an exactly-once transaction
+		// must not get outputs whose offset it will not commit.
+		pb.acks.ack(context.Cause(ctx))
+		return
+	}
 	pb.result(shrinkNone)
 }
 
