@@ -161,3 +161,43 @@ func TestStreamRateLimitPushesBack(t *testing.T) {
 		t.Errorf("message %q does not name the code", res.Error.Message)
 	}
 }
+
+// A 401 for one record's model while another record's call succeeds is
+// that record's error: the account is not paused, and the record is not
+// sent again and again.
+func TestAccountWideRefusalOfOneRecordWhileOthersSucceed(t *testing.T) {
+	t.Parallel()
+	arrived, answer := make(chan struct{}), make(chan struct{})
+	var f *fakeAPI
+	f = newFakeAPI(t, func(i int, w http.ResponseWriter, _ *http.Request) {
+		f.mu.Lock()
+		body := string(f.bodies[i])
+		f.mu.Unlock()
+		if strings.Contains(body, "only-one-401") {
+			close(arrived)
+			<-answer
+			status(w, 401, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+			return
+		}
+		ok(w)
+	})
+	lim := limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour})
+	p := newProcessorWith(t, f, lim, baseConfig())
+	odd := make(chan *result.Result, 1)
+	go func() {
+		odd <- process(t, p, record(`{"custom_id":"odd","model":"only-one-401","messages":[{"role":"user","content":"hi"}]}`))
+	}()
+	<-arrived
+	wantSuccess(t, process(t, p, record(chatValue)), 1) // succeeds while the odd call is under way
+	close(answer)
+	res := <-odd
+	if res.Error == nil || res.Error.Code != result.CodeAPIError || res.Attempts != 1 {
+		t.Fatalf("odd record: error %+v after %d attempts, want api_error after 1", res.Error, res.Attempts)
+	}
+	if lim.Paused() {
+		t.Error("the account is paused for one record's refusal")
+	}
+	if got := f.calls.Load(); got != 2 {
+		t.Errorf("API calls = %d, want 2", got)
+	}
+}

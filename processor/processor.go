@@ -205,6 +205,9 @@ func (p *Processor) call(ctx context.Context, req prompt.Request, est tokenEstim
 // said. An answer saying the account cannot go on (quota, 401) is not
 // this record's failure: the limiter pauses every call until a probe
 // succeeds, and the record waits for that instead of using up attempts.
+// When other calls succeeded meanwhile the limiter does not pause, and the
+// refusal is this record's own (a model or permission its key lacks): it
+// is returned.
 func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEstimate, rs *recordStream) (*api.Response, error) {
 	for {
 		permit, err := p.lim.Acquire(ctx, p.request(req.Model, est))
@@ -219,7 +222,7 @@ func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEs
 		}
 		p.cfg.Observer.APICall(req.Model, status, p.now().Sub(start))
 		permit.Done(p.outcome(req.Model, est, resp, err))
-		if errors.Is(err, api.ErrQuota) && ctx.Err() == nil {
+		if errors.Is(err, api.ErrQuota) && ctx.Err() == nil && p.lim.Paused() {
 			continue
 		}
 		return resp, err

@@ -122,6 +122,7 @@ type Limiter struct {
 	paused        bool
 	pauseReason   string
 	pausedAt      time.Time
+	lastSuccess   time.Time // when a call last ended with a success
 	nextProbe     time.Time
 	probing       bool
 	changed       chan struct{} // closed and replaced when the gate opens
@@ -351,7 +352,16 @@ func (p *Permit) Done(o Outcome) {
 	if p.probe {
 		l.probing = false
 	}
+	if o.Success {
+		l.lastSuccess = now
+	}
 	switch {
+	case o.Unusable != nil && !l.paused && l.lastSuccess.After(p.started):
+		// Another call succeeded while this one was under way: the
+		// account works, so the refusal is about this request (a model
+		// or a permission the key lacks), not the account.
+		l.log.Warn().Str("reason", o.Unusable.Error()).
+			Msg("limiter: an account-wide refusal while other calls succeed; not pausing (the request's own error)")
 	case o.Unusable != nil && !l.paused:
 		l.paused, l.pausedAt = true, now
 		l.pauseReason = o.Unusable.Error()
