@@ -370,7 +370,9 @@ func TestProcessRetries(t *testing.T) {
 					f.hang(r)
 				}
 			},
-			cfg:  func(c *processor.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxAttempts = 2 },
+			// Long enough that the first attempt reaches the server
+			// (and gets the 500) on a loaded machine too.
+			cfg:  func(c *processor.Config) { c.RequestTimeout = time.Second; c.MaxAttempts = 2 },
 			code: result.CodeTimeout, attempts: 2,
 		},
 		{
