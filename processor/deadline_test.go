@@ -9,8 +9,8 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // A record that keeps failing retryably, or waits out an unusable
@@ -46,8 +46,8 @@ func TestRecordDeadlineExpires(t *testing.T) {
 			if took := time.Since(start); took < 300*time.Millisecond {
 				t.Errorf("expired after %v, before the 300ms deadline", took)
 			}
-			if res.Error == nil || res.Error.Code != result.CodeExpired {
-				t.Fatalf("result error %+v, want code %s", res.Error, result.CodeExpired)
+			if res.Error == nil || res.Error.Code != record.CodeExpired {
+				t.Fatalf("result error %+v, want code %s", res.Error, record.CodeExpired)
 			}
 			if !strings.Contains(res.Error.Message, "300ms") {
 				t.Errorf("message %q does not name the deadline", res.Error.Message)
@@ -72,7 +72,7 @@ func TestNoRecordDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Error == nil || res.Error.Code != result.CodeRetriesExhausted {
-		t.Fatalf("result error %+v, want %s", res.Error, result.CodeRetriesExhausted)
+	if res.Error == nil || res.Error.Code != record.CodeRetriesExhausted {
+		t.Fatalf("result error %+v, want %s", res.Error, record.CodeRetriesExhausted)
 	}
 }

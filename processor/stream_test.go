@@ -18,8 +18,8 @@ import (
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
 	"github.com/sluice-dev/sluice/internal/mockapi"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // serveMock serves h over HTTP until the test ends and returns a client
@@ -138,7 +138,7 @@ type answer struct {
 	Usage map[string]any `json:"usage"`
 }
 
-func answerOf(t *testing.T, res *result.Result) answer {
+func answerOf(t *testing.T, res *record.Result) answer {
 	t.Helper()
 	if res.Error != nil || res.Response == nil || res.Response.StatusCode != 200 {
 		t.Fatalf("result = %+v (error %+v), want a 200", res, res.Error)
@@ -384,7 +384,7 @@ func TestStreamIdleTimeoutExhausted(t *testing.T) {
 	cfg.Stream, cfg.StreamIdleTimeout, cfg.Deltas = true, 50*time.Millisecond, sink
 	res := process(t, processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
 		record(`{"custom_id":"stuck","messages":[{"role":"user","content":"stuck"}]}`))
-	wantError(t, res, result.CodeTimeout, cfg.MaxAttempts)
+	wantError(t, res, record.CodeTimeout, cfg.MaxAttempts)
 	n := 0
 	for _, e := range sink.all() {
 		if e.end {

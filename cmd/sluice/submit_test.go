@@ -20,7 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func (s *testStack) brokers() string { return strings.Join(s.cluster.ListenAddrs(), ",") }
@@ -44,18 +44,18 @@ func writeLines(t testing.TB, lines []string) string {
 	return path
 }
 
-func readJSONL(t testing.TB, path string) []result.Result {
+func readJSONL(t testing.TB, path string) []record.Result {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []result.Result
+	var out []record.Result
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var r result.Result
+		var r record.Result
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("%s: %q: %v", path, sc.Text(), err)
 		}
@@ -185,7 +185,7 @@ func TestSubmitCollectRoundTrip(t *testing.T) {
 			t.Errorf("error line for %q: duplicate or not a failure", r.CustomID)
 		}
 		seen[r.CustomID] = true
-		if r.Error == nil || r.Error.Code != result.CodeAPIError || r.Response == nil || r.Response.StatusCode != 400 {
+		if r.Error == nil || r.Error.Code != record.CodeAPIError || r.Response == nil || r.Response.StatusCode != 400 {
 			t.Errorf("error line %+v, want api_error with status 400", r)
 		}
 	}
