@@ -9,7 +9,6 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/processor"
 	"github.com/sluice-dev/sluice/record"
 )
 
@@ -37,9 +36,9 @@ func TestRecordDeadlineExpires(t *testing.T) {
 			cfg.MaxAttempts = 1000
 			cfg.RetryBase, cfg.RetryMax = 20*time.Millisecond, 20*time.Millisecond
 			cfg.RecordDeadline = 300 * time.Millisecond
-			p := processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour}), cfg)
+			p := wire(c, limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour}), cfg)
 			start := time.Now()
-			res, err := p.Process(context.Background(), record(chatValue))
+			res, err := p.Process(context.Background(), input(chatValue))
 			if err != nil {
 				t.Fatalf("Process: %v", err)
 			}
@@ -67,8 +66,8 @@ func TestNoRecordDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), baseConfig())
-	res, err := p.Process(context.Background(), record(chatValue))
+	p := wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), baseConfig())
+	res, err := p.Process(context.Background(), input(chatValue))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func newProcessorWith(t *testing.T, f *fakeAPI, lim *limiter.Limiter, cfg proces
 	if err != nil {
 		t.Fatal(err)
 	}
-	return processor.New(c, lim, cfg)
+	return wire(c, lim, cfg)
 }
 
 // One odd record or answer is that record's outcome; it never holds the
@@ -108,7 +108,7 @@ func TestOneRecordOutcomes(t *testing.T) {
 			cfg.Stream = tc.stream
 			lim := limiter.New(limiter.Config{MaxInFlight: 4, TPM: tc.tpm, MaxCooldown: cfg.RetryMax})
 			p := newProcessorWith(t, f, lim, cfg)
-			res := process(t, p, record(tc.value))
+			res := process(t, p, input(tc.value))
 			switch {
 			case tc.code == "" && !tc.stream:
 				wantSuccess(t, res, tc.attempts)
@@ -149,7 +149,7 @@ func TestStreamRateLimitPushesBack(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Stream, cfg.MaxAttempts = true, 1
 	lim := limiter.New(limiter.Config{MaxInFlight: 8, MaxCooldown: time.Minute})
-	res := process(t, newProcessorWith(t, f, lim, cfg), record(chatValue))
+	res := process(t, newProcessorWith(t, f, lim, cfg), input(chatValue))
 	if res.Error == nil || res.Error.Code != record.CodeRetriesExhausted {
 		t.Fatalf("error = %+v, want retries_exhausted", res.Error)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/caller"
 	"github.com/sluice-dev/sluice/internal/limiter"
 	"github.com/sluice-dev/sluice/processor"
 	"github.com/sluice-dev/sluice/record"
@@ -99,10 +100,10 @@ func newProcessor(t *testing.T, f *fakeAPI, cfg processor.Config) *processor.Pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	return processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg)
+	return wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg)
 }
 
-func record(value string, headers ...kgo.RecordHeader) *kgo.Record {
+func input(value string, headers ...kgo.RecordHeader) *kgo.Record {
 	return &kgo.Record{Topic: "prompts", Partition: 3, Offset: 1234, Value: []byte(value), Headers: headers}
 }
 
@@ -192,7 +193,7 @@ func TestProcessShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakeAPI(t, func(_ int, w http.ResponseWriter, _ *http.Request) { ok(w) })
-			res := process(t, newProcessor(t, f, baseConfig()), record(tc.value))
+			res := process(t, newProcessor(t, f, baseConfig()), input(tc.value))
 			wantSuccess(t, res, 1)
 			if res.CustomID != tc.customID {
 				t.Errorf("CustomID = %q, want %q", res.CustomID, tc.customID)
@@ -250,8 +251,8 @@ func TestProcessInvalidInput(t *testing.T) {
 		{"role not a string", `{"custom_id":"v-4","messages":[{"role":7,"content":"hi"}]}`, nil, record.CodeInvalidInput, "v-4"},
 		{"non-string custom_id", `{"custom_id":17,"messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "h-5")}, record.CodeInvalidInput, "h-5"},
 		{"empty header id", `{"messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "")}, record.CodeInvalidInput, "prompts-3-1234"},
-		{"embeddings url", `{"custom_id":"e-1","method":"POST","url":"/v1/embeddings","body":{"input":"hi","model":"m"}}`, nil, record.CodeUnsupportedURL, "e-1"},
-		{"embeddings url, header id", `{"method":"POST","url":"/v1/embeddings","body":{"input":"hi"}}`, []kgo.RecordHeader{hdr("custom_id", "h-6")}, record.CodeUnsupportedURL, "h-6"},
+		{"images url", `{"custom_id":"e-1","method":"POST","url":"/v1/images/generations","body":{"prompt":"hi","model":"m"}}`, nil, record.CodeUnsupportedURL, "e-1"},
+		{"images url, header id", `{"method":"POST","url":"/v1/images/generations","body":{"prompt":"hi"}}`, []kgo.RecordHeader{hdr("custom_id", "h-6")}, record.CodeUnsupportedURL, "h-6"},
 		{"too large", `{"custom_id":"big","prompt":"` + strings.Repeat("x", 300) + `"}`, nil, record.CodeInvalidInput, "big"},
 	}
 	for _, tc := range tests {
@@ -260,7 +261,7 @@ func TestProcessInvalidInput(t *testing.T) {
 			f := newFakeAPI(t, func(_ int, w http.ResponseWriter, _ *http.Request) { ok(w) })
 			cfg := baseConfig()
 			cfg.MaxValueBytes = 256
-			res := process(t, newProcessor(t, f, cfg), record(tc.value, tc.headers...))
+			res := process(t, newProcessor(t, f, cfg), input(tc.value, tc.headers...))
 			wantError(t, res, tc.code, 0)
 			if res.CustomID != tc.customID {
 				t.Errorf("CustomID = %q, want %q", res.CustomID, tc.customID)
@@ -427,7 +428,7 @@ func TestProcessRetries(t *testing.T) {
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}
-			res := process(t, newProcessor(t, f, cfg), record(chatValue))
+			res := process(t, newProcessor(t, f, cfg), input(chatValue))
 			if res.CustomID != "r-1" {
 				t.Errorf("CustomID = %q, want r-1", res.CustomID)
 			}
@@ -492,7 +493,7 @@ func TestProcessAbandonedMidCall(t *testing.T) {
 	}
 	done := make(chan out, 1)
 	go func() {
-		res, err := p.Process(ctx, record(chatValue))
+		res, err := p.Process(ctx, input(chatValue))
 		done <- out{res, err}
 	}()
 	<-started
@@ -525,7 +526,7 @@ func TestProcessAbandonedDuringBackoff(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		res, err := p.Process(ctx, record(chatValue))
+		res, err := p.Process(ctx, input(chatValue))
 		if res != nil {
 			t.Errorf("result = %+v, want nil", res)
 		}
@@ -563,11 +564,11 @@ func TestProcessConcurrentUnderLimiter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := processor.New(c, lim, baseConfig())
+	p := wire(c, lim, baseConfig())
 	var wg sync.WaitGroup
 	for range 24 {
 		wg.Go(func() {
-			res, err := p.Process(context.Background(), record(chatValue))
+			res, err := p.Process(context.Background(), input(chatValue))
 			if err != nil || res.Error != nil {
 				t.Errorf("Process = %+v, %v", res, err)
 			}
@@ -586,4 +587,12 @@ func TestProcessConcurrentUnderLimiter(t *testing.T) {
 	if n := f.calls.Load(); n != 24 {
 		t.Errorf("server calls = %d, want 24", n)
 	}
+}
+
+// wire is a Processor calling c under lim, as sluice consume wires
+// it.
+func wire(c *api.Client, lim *limiter.Limiter, cfg processor.Config) *processor.Processor {
+	cfg.Middleware = append(cfg.Middleware, caller.Limit(lim))
+	cfg.TokenBudget = lim.TokenBudget
+	return processor.New(caller.NewAPI(c), cfg)
 }
