@@ -19,8 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/api"
-	"github.com/sluice-dev/sluice/internal/endpoint"
 	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/endpoint"
 	"github.com/sluice-dev/sluice/internal/mockapi"
 	"github.com/sluice-dev/sluice/producer"
 )
