@@ -70,7 +70,7 @@ func TestWriterValidatesAndKeys(t *testing.T) {
 		{`{"custom_id":"a","prompt":"again"}`, "", ErrDuplicateID},
 		{`{"custom_id":"b","messages":[]}`, "", ErrInvalidRequest},
 		{`not json`, "", ErrInvalidRequest},
-		{`{"custom_id":"e","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`, "", ErrInvalidRequest},
+		{`{"custom_id":"e","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}`, "", ErrInvalidRequest},
 		{`{"prompt":"no id"}`, "b1-6", nil},
 		{`{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"x"}]}}`, "c", nil},
 	}

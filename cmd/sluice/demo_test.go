@@ -60,7 +60,7 @@ func TestDemo(t *testing.T) {
 			unreadable = id
 		}
 	}
-	wantFailed := map[string]string{unreadable: record.CodeInvalidInput, "demo-no-messages": record.CodeInvalidInput, "demo-embeddings": record.CodeUnsupportedURL}
+	wantFailed := map[string]string{unreadable: record.CodeInvalidInput, "demo-no-messages": record.CodeInvalidInput, "demo-images": record.CodeUnsupportedURL}
 	for id, code := range wantFailed {
 		if failed[id] != code {
 			t.Errorf("%s: code %q, want %q", id, failed[id], code)

@@ -238,7 +238,7 @@ func TestPipelineRecordContract(t *testing.T) {
 		{Key: []byte("k5"), Value: []byte(`{"custom_id":"flaky","prompt":"flaky"}`)},
 		{Key: []byte("bad1"), Value: []byte(`not json`)},
 		{Key: []byte("bad2"), Value: []byte(`{"custom_id":"no-messages","model":"grok-4"}`)},
-		{Key: []byte("bad3"), Value: []byte(`{"custom_id":"embeddings","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`)},
+		{Key: []byte("bad3"), Value: []byte(`{"custom_id":"embeddings","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}`)},
 		{Key: []byte("bad4"), Value: []byte(`{"custom_id":"status","prompt":"status-400"}`)},
 		{Key: []byte("bad5"), Value: []byte(`{"custom_id":"exhausted","prompt":"status-500"}`)},
 	}

@@ -118,7 +118,7 @@ func TestSubmitCollectRoundTrip(t *testing.T) {
 	failing := map[string]bool{}
 	invalid := []string{
 		`not json`, `{"custom_id":"x-%d","messages":[]}`, `{"custom_id":"x-%d","prompt":""}`,
-		`{"custom_id":"x-%d","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`, `{"custom_id":"c-0","prompt":"dup"}`,
+		`{"custom_id":"x-%d","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}`, `{"custom_id":"c-0","prompt":"dup"}`,
 	}
 	for i := range 1000 {
 		id := fmt.Sprintf("c-%d", i)
