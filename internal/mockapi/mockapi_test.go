@@ -135,7 +135,7 @@ func TestRoutesAndAuth(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tt.status, b)
 			}
-			if tt.path != "/v1/embeddings" && !strings.HasPrefix(resp.Header.Get("x-request-id"), "req_") {
+			if tt.path != "/v1/images/generations" && !strings.HasPrefix(resp.Header.Get("x-request-id"), "req_") {
 				t.Errorf("x-request-id = %q", resp.Header.Get("x-request-id"))
 			}
 			if tt.status == 200 {
