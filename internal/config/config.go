@@ -74,7 +74,7 @@ type Kafka struct {
 type API struct {
 	BaseURL string `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; the endpoint's path (/chat/completions, /responses, ...) is appended"`
 	// Endpoint is where bare bodies and simple prompts go; Batch lines
-	// name their own.
+	// name their own. "" is /v1/chat/completions.
 	Endpoint       string        `envconfig:"SLUICE_ENDPOINT" default:"/v1/chat/completions" desc:"endpoint of bare bodies and simple prompts: /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/completions or /v1/moderations (Batch lines name their own url)"`
 	Key            Secret        `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
 	KeyFile        string        `envconfig:"SLUICE_API_KEY_FILE" desc:"file holding the bearer token (trailing whitespace trimmed), re-read when it changes; instead of SLUICE_API_KEY"`
@@ -233,7 +233,7 @@ func (a API) Validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return invalid("API_BASE_URL", "must be an absolute http(s) URL, got %q", a.BaseURL)
 	}
-	if !record.SupportedEndpoint(a.Endpoint) {
+	if a.Endpoint != "" && !record.SupportedEndpoint(a.Endpoint) {
 		return invalid("ENDPOINT", "must be one of %s, got %q", strings.Join(record.Endpoints(), ", "), a.Endpoint)
 	}
 	if strings.TrimSpace(a.Model) == "" {
