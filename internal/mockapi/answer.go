@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -53,24 +51,54 @@ type parsedRequest struct {
 	n            int
 	stream       bool
 	includeUsage bool
+	// instructions is a Responses request's, nil when absent.
+	instructions *string
+	// inputs are the texts of an endpoint that answers each input
+	// (embeddings, moderations); dims is an embedding's length.
+	inputs []string
+	dims   int
 }
 
-// parseRequest reads and validates a chat-completions request body.
-func (s *Server) parseRequest(r *http.Request) (*parsedRequest, *apiError) {
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
-	if err != nil {
-		return nil, invalidRequest("", fmt.Sprintf("could not read request body: %v", err))
-	}
-	var req chatRequest
+// chatRoute is POST /chat/completions
+// (https://platform.openai.com/docs/api-reference/chat/create).
+var chatRoute = route{
+	parse: parseChat,
+	answer: func(p *parsedRequest, a *answerPlan, id string, created int64) any {
+		return a.completion(id, p.model, created)
+	},
+	events: chatEvents,
+	done:   "[DONE]",
+}
+
+// decodeBody decodes a request body into v: one JSON value, nothing after.
+func decodeBody(body []byte, v any) *apiError {
 	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		if err == nil {
-			err = errors.New("trailing data after the JSON value")
-		}
-		return nil, invalidRequest("", fmt.Sprintf("We could not parse the JSON body of your request: %v", err))
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON value")
 	}
-	if req.Model == nil || *req.Model == "" {
-		return nil, invalidRequest("model", "you must provide a model parameter")
+	if err != nil {
+		return invalidRequest("", fmt.Sprintf("We could not parse the JSON body of your request: %v", err))
+	}
+	return nil
+}
+
+// needModel checks that a request names a model.
+func needModel(m *string) *apiError {
+	if m == nil || *m == "" {
+		return invalidRequest("model", "you must provide a model parameter")
+	}
+	return nil
+}
+
+// parseChat validates a chat-completions request body.
+func parseChat(body []byte) (*parsedRequest, *apiError) {
+	var req chatRequest
+	if aerr := decodeBody(body, &req); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := needModel(req.Model); aerr != nil {
+		return nil, aerr
 	}
 	if req.Messages == nil {
 		return nil, invalidRequest("messages", "Missing required parameter: 'messages'.")
@@ -115,10 +143,6 @@ func (s *Server) parseRequest(r *http.Request) (*parsedRequest, *apiError) {
 			return nil, invalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
 		}
 		p.includeUsage = req.StreamOptions.IncludeUsage
-	}
-	if s.models != nil && !s.models[p.model] {
-		return nil, newError(http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
-			fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", p.model))
 	}
 	return p, nil
 }

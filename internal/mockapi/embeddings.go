@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"unicode/utf8"
 )
 
@@ -15,86 +13,105 @@ import (
 // request asks for "dimensions".
 const embeddingDimensions = 8
 
-// handleEmbeddings serves POST /v1/embeddings
-// (https://platform.openai.com/docs/api-reference/embeddings/create) with
+// embeddingsRoute is POST /embeddings
+// (https://platform.openai.com/docs/api-reference/embeddings/create):
 // deterministic unit vectors derived from each input, and usage
-// prompt_tokens = ceil(chars/4) per input. Auth and the RPM/TPM limits
-// apply as for chat.
-func (s *Server) handleEmbeddings(rw http.ResponseWriter, r *http.Request) {
-	w := &statusWriter{ResponseWriter: rw}
-	s.stats.begin(s.now())
-	defer func() { s.stats.end(s.now(), w.status) }()
-	w.Header().Set("x-request-id", "req_"+s.nextID())
-	if !s.authorized(r) {
-		writeError(w, newError(http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "",
-			"Incorrect API key provided. You can obtain an API key from the console."))
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
-	if err != nil {
-		writeError(w, invalidRequest("", fmt.Sprintf("could not read request body: %v", err)))
-		return
-	}
+// prompt_tokens = ceil(chars/4) per input. Any model name is served.
+var embeddingsRoute = route{
+	parse:    parseEmbeddings,
+	anyModel: true,
+	plan:     inputPlan,
+	answer:   embeddingList,
+}
+
+// parseEmbeddings validates an embeddings request: "input" is a string or
+// a non-empty array of strings.
+func parseEmbeddings(body []byte) (*parsedRequest, *apiError) {
 	var req struct {
-		Model      string          `json:"model"`
+		Model      *string         `json:"model"`
 		Input      json.RawMessage `json:"input"`
 		Dimensions *int            `json:"dimensions"`
+		Stream     bool            `json:"stream"`
 	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, invalidRequest("", fmt.Sprintf("We could not parse the JSON body of your request: %v", err)))
-		return
+	if aerr := decodeBody(body, &req); aerr != nil {
+		return nil, aerr
 	}
-	if req.Model == "" {
-		writeError(w, invalidRequest("model", "you must provide a model parameter"))
-		return
+	if aerr := needModel(req.Model); aerr != nil {
+		return nil, aerr
 	}
-	var inputs []string
-	var one string
-	if json.Unmarshal(req.Input, &one) == nil {
-		inputs = []string{one}
-	} else if json.Unmarshal(req.Input, &inputs) != nil || len(inputs) == 0 {
-		writeError(w, invalidRequest("input", "'input' must be a string or a non-empty array of strings."))
-		return
+	p := &parsedRequest{model: *req.Model, dims: embeddingDimensions, stream: req.Stream}
+	if !textInputs(req.Input, &p.inputs, false) {
+		return nil, invalidRequest("input", "'input' must be a string or a non-empty array of strings.")
 	}
-	dims := embeddingDimensions
 	if req.Dimensions != nil {
 		if *req.Dimensions < 1 || *req.Dimensions > 4096 {
-			writeError(w, invalidRequest("dimensions", "'dimensions' must be in [1, 4096]."))
-			return
+			return nil, invalidRequest("dimensions", "'dimensions' must be in [1, 4096].")
 		}
-		dims = *req.Dimensions
+		p.dims = *req.Dimensions
 	}
+	return p, nil
+}
+
+// textInputs reads an "input" that is a string or a non-empty array of
+// strings (or, with objects, of multi-modal input objects whose "text" is
+// read) into out.
+func textInputs(raw json.RawMessage, out *[]string, objects bool) bool {
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		*out = []string{one}
+		return true
+	}
+	if json.Unmarshal(raw, out) == nil {
+		return len(*out) > 0
+	}
+	if !objects {
+		return false
+	}
+	var parts []contentPart
+	if json.Unmarshal(raw, &parts) != nil || len(parts) == 0 {
+		return false
+	}
+	*out = nil
+	for _, pt := range parts {
+		*out = append(*out, pt.Text)
+	}
+	return true
+}
+
+// inputPlan is the plan of an endpoint that generates nothing: its cost
+// is its inputs, ceil(chars/4) tokens each.
+func inputPlan(p *parsedRequest) *answerPlan {
 	tokens := 0
-	for _, in := range inputs {
+	for _, in := range p.inputs {
 		tokens += (utf8.RuneCountInString(in) + 3) / 4
 	}
-	d := s.limits.admit(tokens)
-	d.setHeaders(w.Header())
-	if !d.ok {
-		s.stats.rateLimited()
-		setRetryAfter(w.Header(), d.retryAfter)
-		writeError(w, d.rateLimitError())
-		return
-	}
-	type item struct {
-		Object    string    `json:"object"`
-		Index     int       `json:"index"`
-		Embedding []float64 `json:"embedding"`
-	}
+	return &answerPlan{promptTokens: tokens, budgetTokens: tokens}
+}
+
+// embeddingItem is one embedding of an embedding list.
+type embeddingItem struct {
+	Object    string    `json:"object"`
+	Index     int       `json:"index"`
+	Embedding []float64 `json:"embedding"`
+}
+
+// embeddingList is the answer of an embeddings request
+// (https://platform.openai.com/docs/api-reference/embeddings/object).
+func embeddingList(p *parsedRequest, a *answerPlan, _ string, _ int64) any {
 	out := struct {
-		Object string `json:"object"`
-		Data   []item `json:"data"`
-		Model  string `json:"model"`
+		Object string          `json:"object"`
+		Data   []embeddingItem `json:"data"`
+		Model  string          `json:"model"`
 		Usage  struct {
 			PromptTokens int `json:"prompt_tokens"`
 			TotalTokens  int `json:"total_tokens"`
 		} `json:"usage"`
-	}{Object: "list", Data: []item{}, Model: req.Model}
-	for i, in := range inputs {
-		out.Data = append(out.Data, item{Object: "embedding", Index: i, Embedding: embedding(req.Model, in, dims)})
+	}{Object: "list", Data: []embeddingItem{}, Model: p.model}
+	for i, in := range p.inputs {
+		out.Data = append(out.Data, embeddingItem{Object: "embedding", Index: i, Embedding: embedding(p.model, in, p.dims)})
 	}
-	out.Usage.PromptTokens, out.Usage.TotalTokens = tokens, tokens
-	writeJSON(w, http.StatusOK, out)
+	out.Usage.PromptTokens, out.Usage.TotalTokens = a.promptTokens, a.promptTokens
+	return out
 }
 
 // embedding is a deterministic unit vector of dims components for text.
