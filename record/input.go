@@ -40,7 +40,9 @@
 // string escapes. Only the top level (and, for validation, the members an
 // endpoint checks) is walked; nested values are never decoded and
 // re-encoded, so provider-specific parameters reach the API exactly as
-// submitted. Whitespace between top-level members is dropped.
+// submitted. A body that needs no edit (a Batch line's or a bare body
+// with a "model" and no "custom_id") is sent as it came, byte for byte;
+// an edited one loses the whitespace between its top-level members.
 //
 // When the body has no "model", "model":DefaultModel is inserted as the
 // first member (not for moderations, whose model is optional).
@@ -239,7 +241,7 @@ func parse(value []byte, opts Options, requireModel bool) (Request, error) {
 	case has("messages") || has("input"):
 		var ep endpoint.Endpoint
 		if ep, req.URL, err = defaultEndpoint(opts); err == nil {
-			req, err = parseBody(ep, req.URL, fields, "", opts, requireModel)
+			req, err = parseBody(ep, req.URL, bytes.TrimSpace(value), fields, "", opts, requireModel)
 		}
 	case has("prompt"):
 		req, err = parseSimple(fields, opts, requireModel)
@@ -319,7 +321,7 @@ func parseBatch(fields []jsonobj.Field, opts Options, requireModel bool) (Reques
 	if err != nil {
 		return Request{}, jsonobj.Invalidf("body", "%s", err)
 	}
-	req, err := parseBody(ep, "/v1"+ep.Path(), bodyFields, "body", opts, requireModel)
+	req, err := parseBody(ep, "/v1"+ep.Path(), rawBody, bodyFields, "body", opts, requireModel)
 	if err != nil {
 		return Request{}, err
 	}
@@ -338,7 +340,9 @@ func parseBatch(fields []jsonobj.Field, opts Options, requireModel bool) (Reques
 // parseBody handles a body of endpoint ep (the whole value, or a batch
 // line's "body" when path is "body"): custom_id, model and stream here,
 // the rest by the endpoint.
-func parseBody(ep endpoint.Endpoint, url string, fields []jsonobj.Field, path string, opts Options, requireModel bool) (Request, error) {
+// raw is the body's bytes, sent as they are when nothing is edited; nil
+// when the fields are not a received object's (the simple shape).
+func parseBody(ep endpoint.Endpoint, url string, raw []byte, fields []jsonobj.Field, path string, opts Options, requireModel bool) (Request, error) {
 	req := Request{Shape: ShapeBody, URL: url}
 	out := make([]jsonobj.Field, 0, len(fields)+1)
 	hasModel := false
@@ -370,11 +374,16 @@ func parseBody(ep endpoint.Endpoint, url string, fields []jsonobj.Field, path st
 	if err := ep.Validate(out, path); err != nil {
 		return Request{}, err
 	}
+	kept := len(out) // custom_id dropped when fewer than fields
 	if _, optional := ep.(endpoint.ModelOptional); !optional {
 		var err error
 		if out, err = withModel(out, &req, hasModel, path, opts, requireModel); err != nil {
 			return Request{}, err
 		}
+	}
+	if raw != nil && kept == len(fields) && len(out) == kept {
+		req.Body = raw
+		return req, nil
 	}
 	req.Body = jsonobj.AppendObject(nil, out)
 	return req, nil
@@ -425,7 +434,7 @@ func parseSimple(fields []jsonobj.Field, opts Options, requireModel bool) (Reque
 		}
 		out = append(out, f)
 	}
-	req, err := parseBody(ep, url, out, "", opts, requireModel)
+	req, err := parseBody(ep, url, nil, out, "", opts, requireModel)
 	if err != nil {
 		return Request{}, err
 	}

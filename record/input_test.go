@@ -95,11 +95,18 @@ func TestParseValid(t *testing.T) {
 			wantBy: `{"model":"def-model","messages":[{"role":"user","content":"hi"}],"prompt":"x"}`,
 		},
 		{
-			name:   "chat whitespace between members dropped",
+			name:   "chat body needing no edit passes as it came",
 			value:  " {\n \"model\" : \"m\" ,\n\t\"messages\" : [ {\"role\":\"user\", \"content\":\"hi\"} ]\n} \n",
 			opts:   defOpts,
 			want:   record.Request{CustomID: "topic-3-17", Model: "m", Shape: record.ShapeBody},
-			wantBy: `{"model":"m","messages":[ {"role":"user", "content":"hi"} ]}`,
+			wantBy: "{\n \"model\" : \"m\" ,\n\t\"messages\" : [ {\"role\":\"user\", \"content\":\"hi\"} ]\n}",
+		},
+		{
+			name:   "chat edited body loses whitespace between members",
+			value:  " {\n \"custom_id\" : \"c\" ,\n\t\"messages\" : [ {\"role\":\"user\", \"content\":\"hi\"} ]\n} \n",
+			opts:   defOpts,
+			want:   record.Request{CustomID: "c", Model: "def-model", Shape: record.ShapeBody},
+			wantBy: `{"model":"def-model","messages":[ {"role":"user", "content":"hi"} ]}`,
 		},
 		// Shape 3: simple.
 		{
