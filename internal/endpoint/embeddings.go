@@ -35,28 +35,11 @@ func (Embeddings) Validate(fields []jsonobj.Field, path string) error {
 // validateTextInput checks an input that is text (embeddings,
 // moderations) or, with tokens, token ids.
 func validateTextInput(raw json.RawMessage, path string, tokens bool) error {
-	switch jsonobj.KindOf(raw) {
-	case "string":
-		_, err := jsonobj.NonEmptyString(raw, path)
-		return err
-	case "array":
-	default:
-		return jsonobj.Invalidf(path, "must be a string or an array, got %s", jsonobj.KindOf(raw))
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return jsonobj.Invalidf(path, "%s", jsonobj.SyntaxErr(err))
-	}
-	if len(items) == 0 {
-		return jsonobj.Invalidf(path, "must not be empty")
-	}
-	for i, it := range items {
-		p := jsonobj.Index(path, i)
+	return stringOrArray(raw, path, "", func(it json.RawMessage, p string) error {
 		switch k := jsonobj.KindOf(it); {
 		case k == "string":
-			if _, err := jsonobj.NonEmptyString(it, p); err != nil {
-				return err
-			}
+			_, err := jsonobj.NonEmptyString(it, p)
+			return err
 		case tokens && k == "number":
 		case tokens && k == "array":
 			var ids []json.Number
@@ -67,8 +50,8 @@ func validateTextInput(raw json.RawMessage, path string, tokens bool) error {
 		default:
 			return jsonobj.Invalidf(p, "must be a string, got %s", k)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Simple implements Endpoint: the prompt becomes "input"; a system text

@@ -222,3 +222,31 @@ func required(fields []jsonobj.Field, path, key string) (json.RawMessage, error)
 	}
 	return v, nil
 }
+
+// stringOrArray checks an input that is a non-empty string or a non-empty
+// array, each element checked by item with its path (embeddings',
+// moderations' and completions' text, Responses' input items); of names
+// what the array holds, for the error ("" for nothing said).
+func stringOrArray(raw json.RawMessage, path, of string, item func(it json.RawMessage, path string) error) error {
+	switch jsonobj.KindOf(raw) {
+	case "string":
+		_, err := jsonobj.NonEmptyString(raw, path)
+		return err
+	case "array":
+	default:
+		return jsonobj.Invalidf(path, "must be a string or an array%s, got %s", of, jsonobj.KindOf(raw))
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return jsonobj.Invalidf(path, "%s", jsonobj.SyntaxErr(err))
+	}
+	if len(items) == 0 {
+		return jsonobj.Invalidf(path, "must not be empty")
+	}
+	for i, it := range items {
+		if err := item(it, jsonobj.Index(path, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

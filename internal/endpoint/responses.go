@@ -55,65 +55,56 @@ func (Responses) Validate(fields []jsonobj.Field, path string) error {
 	return nil
 }
 
+// validateInput checks a Responses "input": a non-empty string or a
+// non-empty array of input items.
 func validateInput(raw json.RawMessage, path string) error {
-	switch jsonobj.KindOf(raw) {
-	case "string":
-		_, err := jsonobj.NonEmptyString(raw, path)
+	return stringOrArray(raw, path, " of input items", validateInputItem)
+}
+
+// validateInputItem checks one input item: an object; a message (no
+// "type", or "message") has a known role and a string or typed-parts
+// content.
+func validateInputItem(it json.RawMessage, p string) error {
+	if jsonobj.KindOf(it) != "object" {
+		return jsonobj.Invalidf(p, "must be an object, got %s", jsonobj.KindOf(it))
+	}
+	fields, err := jsonobj.ReadObject(it)
+	if err != nil {
+		return jsonobj.Invalidf(p, "%s", err)
+	}
+	typ, hasType := jsonobj.Lookup(fields, "type")
+	if hasType {
+		t, err := jsonobj.NonEmptyString(typ, jsonobj.Join(p, "type"))
+		if err != nil {
+			return err
+		}
+		if t != "message" {
+			return nil // function_call_output, item_reference, ...: the API's to judge
+		}
+	}
+	role, ok := jsonobj.Lookup(fields, "role")
+	if !ok {
+		return jsonobj.Invalidf(jsonobj.Join(p, "role"), `required (or a "type" naming the item)`)
+	}
+	r, err := jsonobj.StringValue(role, jsonobj.Join(p, "role"))
+	if err != nil {
 		return err
+	}
+	if !inputRoles[r] {
+		return jsonobj.Invalidf(jsonobj.Join(p, "role"), "unsupported role %s (want user, assistant, system or developer)", jsonobj.QuoteTrunc(r))
+	}
+	content, err := required(fields, p, "content")
+	if err != nil {
+		return err
+	}
+	switch jsonobj.KindOf(content) {
+	case "string":
 	case "array":
+		if err := validateContentParts(content, jsonobj.Join(p, "content")); err != nil {
+			return err
+		}
 	default:
-		return jsonobj.Invalidf(path, "must be a string or an array of input items, got %s", jsonobj.KindOf(raw))
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return jsonobj.Invalidf(path, "%s", jsonobj.SyntaxErr(err))
-	}
-	if len(items) == 0 {
-		return jsonobj.Invalidf(path, "must not be empty")
-	}
-	for i, it := range items {
-		p := jsonobj.Index(path, i)
-		if jsonobj.KindOf(it) != "object" {
-			return jsonobj.Invalidf(p, "must be an object, got %s", jsonobj.KindOf(it))
-		}
-		fields, err := jsonobj.ReadObject(it)
-		if err != nil {
-			return jsonobj.Invalidf(p, "%s", err)
-		}
-		typ, hasType := jsonobj.Lookup(fields, "type")
-		if hasType {
-			t, err := jsonobj.NonEmptyString(typ, jsonobj.Join(p, "type"))
-			if err != nil {
-				return err
-			}
-			if t != "message" {
-				continue // function_call_output, item_reference, ...: the API's to judge
-			}
-		}
-		role, ok := jsonobj.Lookup(fields, "role")
-		if !ok {
-			return jsonobj.Invalidf(jsonobj.Join(p, "role"), `required (or a "type" naming the item)`)
-		}
-		r, err := jsonobj.StringValue(role, jsonobj.Join(p, "role"))
-		if err != nil {
-			return err
-		}
-		if !inputRoles[r] {
-			return jsonobj.Invalidf(jsonobj.Join(p, "role"), "unsupported role %s (want user, assistant, system or developer)", jsonobj.QuoteTrunc(r))
-		}
-		content, err := required(fields, p, "content")
-		if err != nil {
-			return err
-		}
-		switch jsonobj.KindOf(content) {
-		case "string":
-		case "array":
-			if err := validateContentParts(content, jsonobj.Join(p, "content")); err != nil {
-				return err
-			}
-		default:
-			return jsonobj.Invalidf(jsonobj.Join(p, "content"), "must be a string or an array, got %s", jsonobj.KindOf(content))
-		}
+		return jsonobj.Invalidf(jsonobj.Join(p, "content"), "must be a string or an array, got %s", jsonobj.KindOf(content))
 	}
 	return nil
 }

@@ -24,9 +24,7 @@ type chatRequest struct {
 	MaxCompletionTokens *int           `json:"max_completion_tokens"`
 	N                   *int           `json:"n"`
 	Stream              bool           `json:"stream"`
-	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
+	StreamOptions       *streamOptions `json:"stream_options"`
 }
 
 // chatMessage is one input message; Content is a string, an array of
@@ -124,27 +122,49 @@ func parseChat(body []byte) (*parsedRequest, *apiError) {
 		name string
 		v    *int
 	}{{"max_tokens", req.MaxTokens}, {"max_completion_tokens", req.MaxCompletionTokens}} {
-		if mt.v == nil {
-			continue
+		if aerr := p.setMaxTokens(mt.name, mt.v); aerr != nil { // max_completion_tokens wins: it is set last
+			return nil, aerr
 		}
-		if *mt.v < 1 {
-			return nil, invalidRequest(mt.name, fmt.Sprintf("Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", mt.name, *mt.v))
-		}
-		p.maxTokens = *mt.v // max_completion_tokens wins: it is checked last
 	}
-	if req.N != nil {
-		if *req.N < 1 || *req.N > 128 {
-			return nil, invalidRequest("n", fmt.Sprintf("Invalid 'n': expected a value in [1, 128], but got %d instead.", *req.N))
-		}
-		p.n = *req.N
-	}
-	if req.StreamOptions != nil {
-		if !req.Stream {
-			return nil, invalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
-		}
-		p.includeUsage = req.StreamOptions.IncludeUsage
+	if aerr := p.setChoices(req.N, req.Stream, req.StreamOptions); aerr != nil {
+		return nil, aerr
 	}
 	return p, nil
+}
+
+// streamOptions is a request's stream_options (chat, legacy completions).
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// setMaxTokens sets maxTokens to the ceiling named name (max_tokens,
+// max_output_tokens, ...) when given: at least 1.
+func (p *parsedRequest) setMaxTokens(name string, v *int) *apiError {
+	if v == nil {
+		return nil
+	}
+	if *v < 1 {
+		return invalidRequest(name, fmt.Sprintf("Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", name, *v))
+	}
+	p.maxTokens = *v
+	return nil
+}
+
+// setChoices sets n (1 to 128) and, with a stream, stream_options.
+func (p *parsedRequest) setChoices(n *int, stream bool, so *streamOptions) *apiError {
+	if n != nil {
+		if *n < 1 || *n > 128 {
+			return invalidRequest("n", fmt.Sprintf("Invalid 'n': expected a value in [1, 128], but got %d instead.", *n))
+		}
+		p.n = *n
+	}
+	if so != nil {
+		if !stream {
+			return invalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+		}
+		p.includeUsage = so.IncludeUsage
+	}
+	return nil
 }
 
 // contentText flattens a message content (string, parts array or null).

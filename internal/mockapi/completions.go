@@ -2,7 +2,6 @@ package mockapi
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 )
 
@@ -32,9 +31,7 @@ func parseCompletions(body []byte) (*parsedRequest, *apiError) {
 		MaxTokens     *int            `json:"max_tokens"`
 		N             *int            `json:"n"`
 		Stream        bool            `json:"stream"`
-		StreamOptions *struct {
-			IncludeUsage bool `json:"include_usage"`
-		} `json:"stream_options"`
+		StreamOptions *streamOptions  `json:"stream_options"`
 	}
 	if aerr := decodeBody(body, &req); aerr != nil {
 		return nil, aerr
@@ -53,23 +50,11 @@ func parseCompletions(body []byte) (*parsedRequest, *apiError) {
 		return nil, invalidRequest("prompt", "'prompt' must be a string, or a non-empty array of strings or of token ids.")
 	}
 	p.roles, p.texts = []string{"user"}, []string{strings.Join(prompts, "\n")}
-	if req.MaxTokens != nil {
-		if *req.MaxTokens < 1 {
-			return nil, invalidRequest("max_tokens", fmt.Sprintf("Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got %d instead.", *req.MaxTokens))
-		}
-		p.maxTokens = *req.MaxTokens
+	if aerr := p.setMaxTokens("max_tokens", req.MaxTokens); aerr != nil {
+		return nil, aerr
 	}
-	if req.N != nil {
-		if *req.N < 1 || *req.N > 128 {
-			return nil, invalidRequest("n", fmt.Sprintf("Invalid 'n': expected a value in [1, 128], but got %d instead.", *req.N))
-		}
-		p.n = *req.N
-	}
-	if req.StreamOptions != nil {
-		if !req.Stream {
-			return nil, invalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
-		}
-		p.includeUsage = req.StreamOptions.IncludeUsage
+	if aerr := p.setChoices(req.N, req.Stream, req.StreamOptions); aerr != nil {
+		return nil, aerr
 	}
 	return p, nil
 }

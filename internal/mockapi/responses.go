@@ -78,11 +78,8 @@ func parseResponses(body []byte) (*parsedRequest, *apiError) {
 	default:
 		return nil, invalidRequest("input", "Invalid 'input': expected a string or a non-empty array of input items.")
 	}
-	if req.MaxOutputTokens != nil {
-		if *req.MaxOutputTokens < 1 {
-			return nil, invalidRequest("max_output_tokens", fmt.Sprintf("Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1, but got %d instead.", *req.MaxOutputTokens))
-		}
-		p.maxTokens = *req.MaxOutputTokens
+	if aerr := p.setMaxTokens("max_output_tokens", req.MaxOutputTokens); aerr != nil {
+		return nil, aerr
 	}
 	return p, nil
 }
