@@ -183,15 +183,15 @@ func TestAccountWideRefusalOfOneRecordWhileOthersSucceed(t *testing.T) {
 	})
 	lim := limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour})
 	p := newProcessorWith(t, f, lim, baseConfig())
-	odd := make(chan *result.Result, 1)
+	odd := make(chan *record.Result, 1)
 	go func() {
-		odd <- process(t, p, record(`{"custom_id":"odd","model":"only-one-401","messages":[{"role":"user","content":"hi"}]}`))
+		odd <- process(t, p, input(`{"custom_id":"odd","model":"only-one-401","messages":[{"role":"user","content":"hi"}]}`))
 	}()
 	<-arrived
-	wantSuccess(t, process(t, p, record(chatValue)), 1) // succeeds while the odd call is under way
+	wantSuccess(t, process(t, p, input(chatValue)), 1) // succeeds while the odd call is under way
 	close(answer)
 	res := <-odd
-	if res.Error == nil || res.Error.Code != result.CodeAPIError || res.Attempts != 1 {
+	if res.Error == nil || res.Error.Code != record.CodeAPIError || res.Attempts != 1 {
 		t.Fatalf("odd record: error %+v after %d attempts, want api_error after 1", res.Error, res.Attempts)
 	}
 	if lim.Paused() {
