@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/internal/metrics"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // codeMetrics registers sluice's own metrics the way cmd/sluice's serve
@@ -35,8 +35,8 @@ func codeMetrics(t *testing.T) (exposed map[string]metricSpec, described []strin
 	// One sample in every series family: vectors and histograms only
 	// show up once they have a child.
 	m.Consumed()
-	m.Published(&result.Result{})
-	m.Published(&result.Result{Error: &result.Error{Code: result.CodeAPIError}})
+	m.Published(&record.Result{})
+	m.Published(&record.Result{Error: &record.Error{Code: record.CodeAPIError}})
 	m.APICall("grok-4", 200, time.Second)
 	m.APICall("grok-4", 429, time.Second)
 	m.Retry()

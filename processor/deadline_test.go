@@ -9,8 +9,7 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/internal/result"
-	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // A record that keeps failing retryably, or waits out an unusable
@@ -37,17 +36,17 @@ func TestRecordDeadlineExpires(t *testing.T) {
 			cfg.MaxAttempts = 1000
 			cfg.RetryBase, cfg.RetryMax = 20*time.Millisecond, 20*time.Millisecond
 			cfg.RecordDeadline = 300 * time.Millisecond
-			p := processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour}), cfg)
+			p := wire(c, limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour}), cfg)
 			start := time.Now()
-			res, err := p.Process(context.Background(), record(chatValue))
+			res, err := p.Process(context.Background(), input(chatValue))
 			if err != nil {
 				t.Fatalf("Process: %v", err)
 			}
 			if took := time.Since(start); took < 300*time.Millisecond {
 				t.Errorf("expired after %v, before the 300ms deadline", took)
 			}
-			if res.Error == nil || res.Error.Code != result.CodeExpired {
-				t.Fatalf("result error %+v, want code %s", res.Error, result.CodeExpired)
+			if res.Error == nil || res.Error.Code != record.CodeExpired {
+				t.Fatalf("result error %+v, want code %s", res.Error, record.CodeExpired)
 			}
 			if !strings.Contains(res.Error.Message, "300ms") {
 				t.Errorf("message %q does not name the deadline", res.Error.Message)
@@ -67,12 +66,12 @@ func TestNoRecordDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), baseConfig())
-	res, err := p.Process(context.Background(), record(chatValue))
+	p := wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), baseConfig())
+	res, err := p.Process(context.Background(), input(chatValue))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Error == nil || res.Error.Code != result.CodeRetriesExhausted {
-		t.Fatalf("result error %+v, want %s", res.Error, result.CodeRetriesExhausted)
+	if res.Error == nil || res.Error.Code != record.CodeRetriesExhausted {
+		t.Fatalf("result error %+v, want %s", res.Error, record.CodeRetriesExhausted)
 	}
 }

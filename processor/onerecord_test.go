@@ -10,8 +10,8 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // newProcessorWith is newProcessor with a limiter of the test's own.
@@ -21,7 +21,7 @@ func newProcessorWith(t *testing.T, f *fakeAPI, lim *limiter.Limiter, cfg proces
 	if err != nil {
 		t.Fatal(err)
 	}
-	return processor.New(c, lim, cfg)
+	return wire(c, lim, cfg)
 }
 
 // One odd record or answer is that record's outcome; it never holds the
@@ -58,7 +58,7 @@ func TestOneRecordOutcomes(t *testing.T) {
 				w.Header().Set("Content-Type", "application/json")
 				_, _ = io.WriteString(w, `{"error":{"message":"upstream timed out","type":"server_error"}}`)
 			},
-			code: result.CodeRetriesExhausted, attempts: 3, calls: 3,
+			code: record.CodeRetriesExhausted, attempts: 3, calls: 3,
 		},
 		{
 			name:  "403 model_not_found is the record's error, not the account's",
@@ -66,14 +66,14 @@ func TestOneRecordOutcomes(t *testing.T) {
 			answer: func(_ int, w http.ResponseWriter, _ *http.Request) {
 				status(w, 403, `{"error":{"message":"The model grok-secret does not exist or your team does not have access to it","type":"invalid_request_error","code":"model_not_found"}}`)
 			},
-			code: result.CodeAPIError, attempts: 1, calls: 1,
+			code: record.CodeAPIError, attempts: 1, calls: 1,
 		},
 		{
 			name:     "n=128 x max_tokens=1M under TPM 2M fails at once without a call",
 			value:    `{"custom_id":"r-1","messages":[{"role":"user","content":"hi"}],"n":128,"max_tokens":1000000}`,
 			answer:   func(_ int, w http.ResponseWriter, _ *http.Request) { ok(w) },
 			tpm:      2_000_000,
-			code:     result.CodeExceedsTPM,
+			code:     record.CodeExceedsTPM,
 			attempts: 0, calls: 0,
 		},
 		{
@@ -96,7 +96,7 @@ func TestOneRecordOutcomes(t *testing.T) {
 				w.Header().Set("Content-Type", "text/event-stream")
 				_, _ = io.WriteString(w, "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"city\\\":\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n")
 			},
-			code: result.CodeRetriesExhausted, attempts: 3, calls: 3,
+			code: record.CodeRetriesExhausted, attempts: 3, calls: 3,
 		},
 	}
 	for _, tc := range tests {
@@ -108,7 +108,7 @@ func TestOneRecordOutcomes(t *testing.T) {
 			cfg.Stream = tc.stream
 			lim := limiter.New(limiter.Config{MaxInFlight: 4, TPM: tc.tpm, MaxCooldown: cfg.RetryMax})
 			p := newProcessorWith(t, f, lim, cfg)
-			res := process(t, p, record(tc.value))
+			res := process(t, p, input(tc.value))
 			switch {
 			case tc.code == "" && !tc.stream:
 				wantSuccess(t, res, tc.attempts)
@@ -149,8 +149,8 @@ func TestStreamRateLimitPushesBack(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Stream, cfg.MaxAttempts = true, 1
 	lim := limiter.New(limiter.Config{MaxInFlight: 8, MaxCooldown: time.Minute})
-	res := process(t, newProcessorWith(t, f, lim, cfg), record(chatValue))
-	if res.Error == nil || res.Error.Code != result.CodeRetriesExhausted {
+	res := process(t, newProcessorWith(t, f, lim, cfg), input(chatValue))
+	if res.Error == nil || res.Error.Code != record.CodeRetriesExhausted {
 		t.Fatalf("error = %+v, want retries_exhausted", res.Error)
 	}
 	s := lim.State()
@@ -183,15 +183,15 @@ func TestAccountWideRefusalOfOneRecordWhileOthersSucceed(t *testing.T) {
 	})
 	lim := limiter.New(limiter.Config{MaxInFlight: 4, ProbeInterval: time.Hour})
 	p := newProcessorWith(t, f, lim, baseConfig())
-	odd := make(chan *result.Result, 1)
+	odd := make(chan *record.Result, 1)
 	go func() {
-		odd <- process(t, p, record(`{"custom_id":"odd","model":"only-one-401","messages":[{"role":"user","content":"hi"}]}`))
+		odd <- process(t, p, input(`{"custom_id":"odd","model":"only-one-401","messages":[{"role":"user","content":"hi"}]}`))
 	}()
 	<-arrived
-	wantSuccess(t, process(t, p, record(chatValue)), 1) // succeeds while the odd call is under way
+	wantSuccess(t, process(t, p, input(chatValue)), 1) // succeeds while the odd call is under way
 	close(answer)
 	res := <-odd
-	if res.Error == nil || res.Error.Code != result.CodeAPIError || res.Attempts != 1 {
+	if res.Error == nil || res.Error.Code != record.CodeAPIError || res.Attempts != 1 {
 		t.Fatalf("odd record: error %+v after %d attempts, want api_error after 1", res.Error, res.Attempts)
 	}
 	if lim.Paused() {

@@ -1,14 +1,19 @@
 // Package processor turns one prompt record into one result: it parses and
-// validates the record (internal/prompt), calls the chat-completions API
-// through the global limiter, retries what is worth retrying, and builds the
-// result record value (internal/result). It never touches Kafka offsets and
-// never fails on input: every record gets a result, unless the caller's
-// context ends first (then the record is abandoned and will be redone).
-// Calls can be streamed (stream.go): the result is the same, and the token
-// deltas go to a DeltaSink as they arrive.
+// validates the record (package record), calls the record's endpoint
+// through a Caller, retries what is worth retrying, and builds the result
+// record value (record.Result). It never touches Kafka offsets and never
+// fails on input: every record gets a result, unless the caller's context
+// ends first (then the record is abandoned and will be redone). Calls can
+// be streamed (stream.go): the result is the same, and the deltas go to a
+// DeltaSink as they arrive.
 //
-//	p := processor.New(client, lim, processor.Config{DefaultModel: "grok-4", MaxAttempts: 6, ...})
-//	res, err := p.Process(ctx, record) // err != nil only when ctx ended
+// Behaviour around a call is middleware (call.go): the retry loop wraps
+// Config.Middleware (sluice's limiter, internal/caller.Limit), which wrap
+// the Caller.
+//
+//	p := processor.New(apiCaller, processor.Config{DefaultModel: "grok-4", MaxAttempts: 6,
+//		Middleware: []processor.Middleware{limit}, ...})
+//	res, err := p.Process(ctx, rec) // err != nil only when ctx ended
 package processor
 
 import (
@@ -22,26 +27,29 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/api"
-	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/internal/prompt"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/internal/endpoint"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // ErrAbandoned is returned by Process when its context ended before the
 // record had a result. The record must not be committed.
 var ErrAbandoned = errors.New("processor: record abandoned")
 
-// Caller makes one chat-completions call. *api.Client implements it, and
-// StreamCaller too: a Caller that is no StreamCaller has every record's
-// body sent as it is, with Do.
-type Caller interface {
-	Do(ctx context.Context, body []byte) (*api.Response, error)
-}
-
 // Config tunes a Processor.
 type Config struct {
 	// DefaultModel is used when a request names no model.
 	DefaultModel string
+	// Endpoint is the Batch url of the endpoint that bare bodies and
+	// simple prompts go to (SLUICE_ENDPOINT); "" is
+	// record.DefaultEndpoint.
+	Endpoint string
+	// Middleware wraps every call, inside the retry loop, the first
+	// outermost (sluice: the limiter).
+	Middleware []Middleware
+	// TokenBudget, when set, returns the tokens-per-minute budget of a
+	// model (0 = none): a record that alone reserves more fails with
+	// exceeds_tpm, without a call.
+	TokenBudget func(model string) int
 	// RequestTimeout bounds one attempt.
 	RequestTimeout time.Duration
 	// MaxAttempts bounds the attempts per record (>= 1).
@@ -56,8 +64,9 @@ type Config struct {
 	RecordDeadline time.Duration
 	// Observer, when set, is told about every call (metrics).
 	Observer Observer
-	// Stream streams every call; a record whose body has "stream": true
-	// is streamed regardless (see stream.go).
+	// Stream streams every call of an endpoint that streams; a record
+	// whose body has "stream": true is streamed regardless (see
+	// stream.go).
 	Stream bool
 	// StreamIdleTimeout is the longest wait for the next chunk of a
 	// streamed answer, the first included, so it must exceed the slowest
@@ -92,16 +101,13 @@ func (nopObserver) Stream(string, time.Duration, float64) {}
 
 // Processor processes records; it is safe for concurrent use.
 type Processor struct {
-	api         Caller
-	streamer    StreamCaller // api, when it can stream; else nil
-	lim         *limiter.Limiter
-	cfg         Config
-	now         func() time.Time
-	completions completionModel
+	api Caller
+	cfg Config
+	now func() time.Time
 }
 
-// New returns a Processor calling c under the limits of lim.
-func New(c Caller, lim *limiter.Limiter, cfg Config) *Processor {
+// New returns a Processor calling c, wrapped in cfg.Middleware.
+func New(c Caller, cfg Config) *Processor {
 	cfg.MaxAttempts = max(cfg.MaxAttempts, 1)
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = 500 * time.Millisecond
@@ -110,30 +116,30 @@ func New(c Caller, lim *limiter.Limiter, cfg Config) *Processor {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	streamer, _ := c.(StreamCaller)
-	return &Processor{api: c, streamer: streamer, lim: lim, cfg: cfg, now: time.Now}
+	return &Processor{api: c, cfg: cfg, now: time.Now}
 }
 
 // Process returns the result of one record. The error is non-nil (and
 // wraps ErrAbandoned) only when ctx ended before the result was known.
-func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Result, error) {
+func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*record.Result, error) {
 	start := p.now()
-	res := &result.Result{
-		ID:     result.NewID(),
-		Source: result.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset},
+	res := &record.Result{
+		ID:     record.NewID(),
+		Source: record.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset},
 	}
-	req, err := prompt.Parse(rec.Value, prompt.Options{
+	req, err := record.Parse(rec.Value, record.Options{
 		DefaultModel:  p.cfg.DefaultModel,
 		FallbackID:    fallbackID(rec),
 		MaxValueBytes: p.cfg.MaxValueBytes,
+		Endpoint:      p.cfg.Endpoint,
 	})
 	if err != nil {
 		res.CustomID = bestEffortID(rec)
-		code := result.CodeInvalidInput
-		if errors.Is(err, prompt.ErrUnsupportedURL) {
-			code = result.CodeUnsupportedURL
+		code := record.CodeInvalidInput
+		if errors.Is(err, record.ErrUnsupportedURL) {
+			code = record.CodeUnsupportedURL
 		}
-		res.Error = &result.Error{Code: code, Message: err.Error()}
+		res.Error = &record.Error{Code: code, Message: err.Error()}
 		res.LatencyMS = p.now().Sub(start).Milliseconds()
 		return res, nil
 	}
@@ -145,17 +151,28 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 		callCtx, cancel = context.WithTimeoutCause(ctx, p.cfg.RecordDeadline, errExpired)
 		defer cancel()
 	}
-	est := estimateTokens(req.Body)
-	if tpm := p.lim.TokenBudget(req.Model); tpm > 0 && est.prompt+est.reserved > tpm {
-		// It can never be served within the group's budget: fail it at
-		// once, without a call, rather than hold every later record.
-		res.Error = &result.Error{Code: result.CodeExceedsTPM, Message: fmt.Sprintf(
-			"the request reserves about %d tokens (prompt estimate %d + n x max_tokens %d), more than the %d tokens per minute budget of model %s",
-			est.prompt+est.reserved, est.prompt, est.reserved, tpm, req.Model)}
-		res.LatencyMS = p.now().Sub(start).Milliseconds()
-		return res, nil
+	ep, _ := endpoint.Lookup(req.URL) // Parse found it
+	e := ep.Estimate(req.Body)
+	est := Estimate{Input: e.Input, Reserved: e.Reserved, Choices: max(e.Choices, 1), NoOutput: e.NoOutput}
+	if p.cfg.TokenBudget != nil {
+		if tpm := p.cfg.TokenBudget(req.Model); tpm > 0 && est.Input+est.Reserved > tpm {
+			// It can never be served within the group's budget: fail it
+			// at once, without a call, rather than hold every later record.
+			res.Error = &record.Error{Code: record.CodeExceedsTPM, Message: fmt.Sprintf(
+				"the request reserves about %d tokens (input estimate %d + output ceiling %d), more than the %d tokens per minute budget of model %s",
+				est.Input+est.Reserved, est.Input, est.Reserved, tpm, req.Model)}
+			res.LatencyMS = p.now().Sub(start).Milliseconds()
+			return res, nil
+		}
 	}
-	resp, attempts, err := p.call(callCtx, req, est, p.streamOf(rec, req))
+	call := &Call{URL: req.URL, Model: req.Model, Body: req.Body, Estimate: est}
+	rs := p.streamOf(rec, req, ep)
+	if rs != nil {
+		call.Stream, call.IdleTimeout = true, p.cfg.StreamIdleTimeout
+	}
+	attempts := 0
+	c := p.retry(&attempts, Chain(p.once(rs), p.cfg.Middleware...))
+	resp, err := c.Call(callCtx, call)
 	res.Attempts = attempts
 	res.LatencyMS = p.now().Sub(start).Milliseconds()
 	if ctx.Err() != nil {
@@ -171,7 +188,11 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 		err = &expiredError{msg: msg}
 	}
 	if resp != nil {
-		res.Response = &result.Response{StatusCode: resp.StatusCode, Body: resp.JSONBody()}
+		var body json.RawMessage
+		if json.Valid(resp.Body) {
+			body = resp.Body
+		}
+		res.Response = &record.Response{StatusCode: resp.StatusCode, Body: body}
 		if resp.RequestID != "" {
 			id := resp.RequestID
 			res.Response.RequestID = &id
@@ -179,64 +200,33 @@ func (p *Processor) Process(ctx context.Context, rec *kgo.Record) (*result.Resul
 	}
 	if err != nil {
 		res.Error = classify(err)
+	} else if u := resp.Usage; u != nil {
+		p.cfg.Observer.Tokens(req.Model, u.Input, u.Output, u.Reasoning)
 	}
 	return res, nil
 }
 
-// call makes up to MaxAttempts attempts, honouring Retry-After when the
-// API asks for a longer wait than the backoff would take, up to RetryMax:
-// a longer server-requested wait is cut there, and the record asks again.
-// rs is nil unless the record is streamed.
-func (p *Processor) call(ctx context.Context, req prompt.Request, est tokenEstimate, rs *recordStream) (resp *api.Response, attempts int, err error) {
-	var hint time.Duration
-	err = retryDo(ctx, p.backoff(&hint), func(ctx context.Context) error {
-		attempts++
-		if attempts > 1 {
-			p.cfg.Observer.Retry()
-		}
-		resp, err = p.attempt(ctx, req, est, rs)
-		hint = api.RetryAfter(err)
-		return err
-	})
-	return resp, attempts, err
-}
-
-// attempt makes one call under the limiter and tells it what the answer
-// said. An answer saying the account cannot go on (quota, 401) is not
-// this record's failure: the limiter pauses every call until a probe
-// succeeds, and the record waits for that instead of using up attempts.
-// When other calls succeeded meanwhile the limiter does not pause, and the
-// refusal is this record's own (a model or permission its key lacks): it
-// is returned.
-func (p *Processor) attempt(ctx context.Context, req prompt.Request, est tokenEstimate, rs *recordStream) (*api.Response, error) {
-	for {
-		permit, err := p.lim.Acquire(ctx, p.request(req.Model, est))
-		if err != nil {
-			return nil, err
-		}
+// once is the innermost layer of every call: it bounds the call by
+// RequestTimeout, streams it when rs is set, and tells the Observer.
+func (p *Processor) once(rs *recordStream) Caller {
+	return CallerFunc(func(ctx context.Context, c *Call) (*Answer, error) {
 		start := p.now()
-		resp, err := p.do(ctx, req, rs)
+		var resp *Answer
+		var err error
+		if rs != nil {
+			resp, err = p.doStream(ctx, c, rs)
+		} else {
+			actx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
+			resp, err = p.api.Call(actx, c)
+			cancel()
+		}
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		p.cfg.Observer.APICall(req.Model, status, p.now().Sub(start))
-		permit.Done(p.outcome(req.Model, est, resp, err))
-		if errors.Is(err, api.ErrQuota) && ctx.Err() == nil && p.lim.Paused() {
-			continue
-		}
+		p.cfg.Observer.APICall(c.Model, status, p.now().Sub(start))
 		return resp, err
-	}
-}
-
-// do makes one call, bounded by RequestTimeout; streamed when rs is set.
-func (p *Processor) do(ctx context.Context, req prompt.Request, rs *recordStream) (*api.Response, error) {
-	if rs != nil {
-		return p.doStream(ctx, req, rs)
-	}
-	actx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
-	defer cancel()
-	return p.api.Do(actx, req.Body)
+	})
 }
 
 // errExpired is the cause of a record context whose deadline passed.
@@ -248,25 +238,25 @@ type expiredError struct{ msg string }
 func (e *expiredError) Error() string { return e.msg }
 
 // classify names the failure of the last attempt.
-func classify(err error) *result.Error {
-	code := result.CodeAPIError
+func classify(err error) *record.Error {
+	code := record.CodeAPIError
 	var expired *expiredError
 	switch {
 	case errors.As(err, &expired):
-		code = result.CodeExpired
+		code = record.CodeExpired
 	case errors.Is(err, api.ErrTimeout):
-		code = result.CodeTimeout
+		code = record.CodeTimeout
 	case api.Retryable(err):
-		code = result.CodeRetriesExhausted
+		code = record.CodeRetriesExhausted
 	}
-	return &result.Error{Code: code, Message: err.Error()}
+	return &record.Error{Code: code, Message: err.Error()}
 }
 
 // fallbackID is the custom_id of a record whose value names none: the
 // custom_id header, else <topic>-<partition>-<offset>.
 func fallbackID(rec *kgo.Record) string {
 	for _, h := range rec.Headers {
-		if h.Key == result.HeaderCustomID && len(h.Value) > 0 {
+		if h.Key == record.HeaderCustomID && len(h.Value) > 0 {
 			return string(h.Value)
 		}
 	}

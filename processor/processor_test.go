@@ -17,9 +17,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/caller"
 	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/record"
 )
 
 const okBody = `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi <there> & co"}}],"usage":{"total_tokens":7}}`
@@ -99,14 +100,14 @@ func newProcessor(t *testing.T, f *fakeAPI, cfg processor.Config) *processor.Pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	return processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg)
+	return wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg)
 }
 
-func record(value string, headers ...kgo.RecordHeader) *kgo.Record {
+func input(value string, headers ...kgo.RecordHeader) *kgo.Record {
 	return &kgo.Record{Topic: "prompts", Partition: 3, Offset: 1234, Value: []byte(value), Headers: headers}
 }
 
-func process(t *testing.T, p *processor.Processor, rec *kgo.Record) *result.Result {
+func process(t *testing.T, p *processor.Processor, rec *kgo.Record) *record.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -120,7 +121,7 @@ func process(t *testing.T, p *processor.Processor, rec *kgo.Record) *result.Resu
 	if !strings.HasPrefix(res.ID, "res_") {
 		t.Errorf("ID = %q, want a res_ id", res.ID)
 	}
-	if want := (result.Source{Topic: "prompts", Partition: 3, Offset: 1234}); res.Source != want {
+	if want := (record.Source{Topic: "prompts", Partition: 3, Offset: 1234}); res.Source != want {
 		t.Errorf("Source = %+v, want %+v", res.Source, want)
 	}
 	if res.LatencyMS < 0 {
@@ -129,7 +130,7 @@ func process(t *testing.T, p *processor.Processor, rec *kgo.Record) *result.Resu
 	return res
 }
 
-func wantSuccess(t *testing.T, res *result.Result, attempts int) {
+func wantSuccess(t *testing.T, res *record.Result, attempts int) {
 	t.Helper()
 	if res.Error != nil {
 		t.Fatalf("Error = %+v, want success", res.Error)
@@ -151,7 +152,7 @@ func wantSuccess(t *testing.T, res *result.Result, attempts int) {
 	}
 }
 
-func wantError(t *testing.T, res *result.Result, code string, attempts int) {
+func wantError(t *testing.T, res *record.Result, code string, attempts int) {
 	t.Helper()
 	if res.Error == nil {
 		t.Fatalf("Error = nil, want code %s (result %+v)", code, res)
@@ -192,7 +193,7 @@ func TestProcessShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakeAPI(t, func(_ int, w http.ResponseWriter, _ *http.Request) { ok(w) })
-			res := process(t, newProcessor(t, f, baseConfig()), record(tc.value))
+			res := process(t, newProcessor(t, f, baseConfig()), input(tc.value))
 			wantSuccess(t, res, 1)
 			if res.CustomID != tc.customID {
 				t.Errorf("CustomID = %q, want %q", res.CustomID, tc.customID)
@@ -240,19 +241,19 @@ func TestProcessInvalidInput(t *testing.T) {
 		code     string
 		customID string
 	}{
-		{"not json", `{"prompt": hi}`, nil, result.CodeInvalidInput, "prompts-3-1234"},
-		{"empty", ``, nil, result.CodeInvalidInput, "prompts-3-1234"},
-		{"array", `[{"role":"user","content":"hi"}]`, nil, result.CodeInvalidInput, "prompts-3-1234"},
-		{"array with header id", `[]`, []kgo.RecordHeader{hdr("trace", "t"), hdr("custom_id", "h-1")}, result.CodeInvalidInput, "h-1"},
-		{"no messages", `{"custom_id":"v-1","model":"m"}`, nil, result.CodeInvalidInput, "v-1"},
-		{"empty messages", `{"custom_id":"v-2","messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "h-2")}, result.CodeInvalidInput, "v-2"},
-		{"bad role", `{"messages":[{"role":"wizard","content":"hi"}]}`, []kgo.RecordHeader{hdr("custom_id", "h-3")}, result.CodeInvalidInput, "h-3"},
-		{"role not a string", `{"custom_id":"v-4","messages":[{"role":7,"content":"hi"}]}`, nil, result.CodeInvalidInput, "v-4"},
-		{"non-string custom_id", `{"custom_id":17,"messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "h-5")}, result.CodeInvalidInput, "h-5"},
-		{"empty header id", `{"messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "")}, result.CodeInvalidInput, "prompts-3-1234"},
-		{"embeddings url", `{"custom_id":"e-1","method":"POST","url":"/v1/embeddings","body":{"input":"hi","model":"m"}}`, nil, result.CodeUnsupportedURL, "e-1"},
-		{"embeddings url, header id", `{"method":"POST","url":"/v1/embeddings","body":{"input":"hi"}}`, []kgo.RecordHeader{hdr("custom_id", "h-6")}, result.CodeUnsupportedURL, "h-6"},
-		{"too large", `{"custom_id":"big","prompt":"` + strings.Repeat("x", 300) + `"}`, nil, result.CodeInvalidInput, "big"},
+		{"not json", `{"prompt": hi}`, nil, record.CodeInvalidInput, "prompts-3-1234"},
+		{"empty", ``, nil, record.CodeInvalidInput, "prompts-3-1234"},
+		{"array", `[{"role":"user","content":"hi"}]`, nil, record.CodeInvalidInput, "prompts-3-1234"},
+		{"array with header id", `[]`, []kgo.RecordHeader{hdr("trace", "t"), hdr("custom_id", "h-1")}, record.CodeInvalidInput, "h-1"},
+		{"no messages", `{"custom_id":"v-1","model":"m"}`, nil, record.CodeInvalidInput, "v-1"},
+		{"empty messages", `{"custom_id":"v-2","messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "h-2")}, record.CodeInvalidInput, "v-2"},
+		{"bad role", `{"messages":[{"role":"wizard","content":"hi"}]}`, []kgo.RecordHeader{hdr("custom_id", "h-3")}, record.CodeInvalidInput, "h-3"},
+		{"role not a string", `{"custom_id":"v-4","messages":[{"role":7,"content":"hi"}]}`, nil, record.CodeInvalidInput, "v-4"},
+		{"non-string custom_id", `{"custom_id":17,"messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "h-5")}, record.CodeInvalidInput, "h-5"},
+		{"empty header id", `{"messages":[]}`, []kgo.RecordHeader{hdr("custom_id", "")}, record.CodeInvalidInput, "prompts-3-1234"},
+		{"images url", `{"custom_id":"e-1","method":"POST","url":"/v1/images/generations","body":{"prompt":"hi","model":"m"}}`, nil, record.CodeUnsupportedURL, "e-1"},
+		{"images url, header id", `{"method":"POST","url":"/v1/images/generations","body":{"prompt":"hi"}}`, []kgo.RecordHeader{hdr("custom_id", "h-6")}, record.CodeUnsupportedURL, "h-6"},
+		{"too large", `{"custom_id":"big","prompt":"` + strings.Repeat("x", 300) + `"}`, nil, record.CodeInvalidInput, "big"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,7 +261,7 @@ func TestProcessInvalidInput(t *testing.T) {
 			f := newFakeAPI(t, func(_ int, w http.ResponseWriter, _ *http.Request) { ok(w) })
 			cfg := baseConfig()
 			cfg.MaxValueBytes = 256
-			res := process(t, newProcessor(t, f, cfg), record(tc.value, tc.headers...))
+			res := process(t, newProcessor(t, f, cfg), input(tc.value, tc.headers...))
 			wantError(t, res, tc.code, 0)
 			if res.CustomID != tc.customID {
 				t.Errorf("CustomID = %q, want %q", res.CustomID, tc.customID)
@@ -288,7 +289,7 @@ func TestProcessRetries(t *testing.T) {
 		attempts    int
 		status      int    // expected Response.StatusCode; 0 for no Response
 		body        string // expected Response.Body, when status != 0
-		checkResult func(t *testing.T, f *fakeAPI, res *result.Result)
+		checkResult func(t *testing.T, f *fakeAPI, res *record.Result)
 	}{
 		{
 			name: "503 twice then 200",
@@ -316,7 +317,7 @@ func TestProcessRetries(t *testing.T) {
 				}
 			},
 			attempts: 2, status: 200, body: okBody,
-			checkResult: func(t *testing.T, f *fakeAPI, _ *result.Result) {
+			checkResult: func(t *testing.T, f *fakeAPI, _ *record.Result) {
 				f.mu.Lock()
 				defer f.mu.Unlock()
 				// The second request arrives after the client read the
@@ -333,7 +334,7 @@ func TestProcessRetries(t *testing.T) {
 					status(w, 400, `{"error":{"message":"bad request","type":"invalid_request_error"}}`)
 				}
 			},
-			code: result.CodeAPIError, attempts: 1, status: 400,
+			code: record.CodeAPIError, attempts: 1, status: 400,
 			body: `{"error":{"message":"bad request","type":"invalid_request_error"}}`,
 		},
 		{
@@ -341,7 +342,7 @@ func TestProcessRetries(t *testing.T) {
 			answer: func(*fakeAPI) func(int, http.ResponseWriter, *http.Request) {
 				return func(_ int, w http.ResponseWriter, _ *http.Request) { status(w, 500, err500) }
 			},
-			code: result.CodeRetriesExhausted, attempts: 3, status: 500, body: err500,
+			code: record.CodeRetriesExhausted, attempts: 3, status: 500, body: err500,
 		},
 		{
 			name: "persistent 500, one attempt allowed",
@@ -349,7 +350,7 @@ func TestProcessRetries(t *testing.T) {
 				return func(_ int, w http.ResponseWriter, _ *http.Request) { status(w, 500, err500) }
 			},
 			cfg:  func(c *processor.Config) { c.MaxAttempts = 1 },
-			code: result.CodeRetriesExhausted, attempts: 1, status: 500, body: err500,
+			code: record.CodeRetriesExhausted, attempts: 1, status: 500, body: err500,
 		},
 		{
 			name: "hangs past the request timeout",
@@ -357,7 +358,7 @@ func TestProcessRetries(t *testing.T) {
 				return func(_ int, _ http.ResponseWriter, r *http.Request) { f.hang(r) }
 			},
 			cfg:  func(c *processor.Config) { c.RequestTimeout = 50 * time.Millisecond },
-			code: result.CodeTimeout, attempts: 3,
+			code: record.CodeTimeout, attempts: 3,
 		},
 		{
 			name: "500 then timeout",
@@ -373,7 +374,7 @@ func TestProcessRetries(t *testing.T) {
 			// Long enough that the first attempt reaches the server
 			// (and gets the 500) on a loaded machine too.
 			cfg:  func(c *processor.Config) { c.RequestTimeout = time.Second; c.MaxAttempts = 2 },
-			code: result.CodeTimeout, attempts: 2,
+			code: record.CodeTimeout, attempts: 2,
 		},
 		{
 			name: "malformed 200 then good",
@@ -396,8 +397,8 @@ func TestProcessRetries(t *testing.T) {
 					_, _ = io.WriteString(w, `<html>`)
 				}
 			},
-			code: result.CodeRetriesExhausted, attempts: 3, status: 200, body: "",
-			checkResult: func(t *testing.T, _ *fakeAPI, res *result.Result) {
+			code: record.CodeRetriesExhausted, attempts: 3, status: 200, body: "",
+			checkResult: func(t *testing.T, _ *fakeAPI, res *record.Result) {
 				if res.Response.Body != nil {
 					t.Errorf("Response.Body = %q, want nil for a non-JSON body", res.Response.Body)
 				}
@@ -429,7 +430,7 @@ func TestProcessRetries(t *testing.T) {
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}
-			res := process(t, newProcessor(t, f, cfg), record(chatValue))
+			res := process(t, newProcessor(t, f, cfg), input(chatValue))
 			if res.CustomID != "r-1" {
 				t.Errorf("CustomID = %q, want r-1", res.CustomID)
 			}
@@ -443,9 +444,9 @@ func TestProcessRetries(t *testing.T) {
 			// server saw at most the attempts, and every one that was not
 			// a timeout.
 			switch n := int(f.calls.Load()); {
-			case tc.code == result.CodeTimeout && (n > tc.attempts || n < 1):
+			case tc.code == record.CodeTimeout && (n > tc.attempts || n < 1):
 				t.Errorf("server calls = %d, want 1 to %d", n, tc.attempts)
-			case tc.code != result.CodeTimeout && n != tc.attempts:
+			case tc.code != record.CodeTimeout && n != tc.attempts:
 				t.Errorf("server calls = %d, want %d", n, tc.attempts)
 			}
 			switch {
@@ -489,12 +490,12 @@ func TestProcessAbandonedMidCall(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type out struct {
-		res *result.Result
+		res *record.Result
 		err error
 	}
 	done := make(chan out, 1)
 	go func() {
-		res, err := p.Process(ctx, record(chatValue))
+		res, err := p.Process(ctx, input(chatValue))
 		done <- out{res, err}
 	}()
 	<-started
@@ -527,7 +528,7 @@ func TestProcessAbandonedDuringBackoff(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		res, err := p.Process(ctx, record(chatValue))
+		res, err := p.Process(ctx, input(chatValue))
 		if res != nil {
 			t.Errorf("result = %+v, want nil", res)
 		}
@@ -565,11 +566,11 @@ func TestProcessConcurrentUnderLimiter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := processor.New(c, lim, baseConfig())
+	p := wire(c, lim, baseConfig())
 	var wg sync.WaitGroup
 	for range 24 {
 		wg.Go(func() {
-			res, err := p.Process(context.Background(), record(chatValue))
+			res, err := p.Process(context.Background(), input(chatValue))
 			if err != nil || res.Error != nil {
 				t.Errorf("Process = %+v, %v", res, err)
 			}
@@ -588,4 +589,12 @@ func TestProcessConcurrentUnderLimiter(t *testing.T) {
 	if n := f.calls.Load(); n != 24 {
 		t.Errorf("server calls = %d, want 24", n)
 	}
+}
+
+// wire is a Processor calling c under lim, as sluice consume wires
+// it.
+func wire(c *api.Client, lim *limiter.Limiter, cfg processor.Config) *processor.Processor {
+	cfg.Middleware = append(cfg.Middleware, caller.Limit(lim))
+	cfg.TokenBudget = lim.TokenBudget
+	return processor.New(caller.NewAPI(c), cfg)
 }

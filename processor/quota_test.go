@@ -9,7 +9,6 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
-	"github.com/sluice-dev/sluice/processor"
 )
 
 // An account that cannot go on (here a rejected key, then a spent quota)
@@ -42,10 +41,10 @@ func TestUnusableAccountIsWaitedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := processor.New(c, lim, baseConfig())
+	p := wire(c, lim, baseConfig())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := p.Process(ctx, record(chatValue))
+	res, err := p.Process(ctx, input(chatValue))
 	if err != nil {
 		t.Fatalf("Process: %v", err)
 	}
@@ -78,8 +77,8 @@ func TestUnusableAccountAbandonsOnShutdown(t *testing.T) {
 			cancel() // shut down while the account is unusable
 		}
 	}})
-	p := processor.New(c, lim, baseConfig())
-	if res, err := p.Process(ctx, record(chatValue)); err == nil {
+	p := wire(c, lim, baseConfig())
+	if res, err := p.Process(ctx, input(chatValue)); err == nil {
 		t.Fatalf("Process = %+v, want ErrAbandoned", res)
 	}
 }

@@ -9,6 +9,27 @@ import (
 	"github.com/sluice-dev/sluice/internal/api"
 )
 
+// retry is the retry loop of one record, as a middleware around next: up
+// to MaxAttempts calls, counted in *attempts, honouring Retry-After when
+// the API asks for a longer wait than the backoff would take, up to
+// RetryMax: a longer server-requested wait is cut there, and the record
+// asks again.
+func (p *Processor) retry(attempts *int, next Caller) Caller {
+	return CallerFunc(func(ctx context.Context, c *Call) (resp *Answer, err error) {
+		var hint time.Duration
+		err = retryDo(ctx, p.backoff(&hint), func(ctx context.Context) error {
+			*attempts++
+			if *attempts > 1 {
+				p.cfg.Observer.Retry()
+			}
+			resp, err = next.Call(ctx, c)
+			hint = api.RetryAfter(err)
+			return err
+		})
+		return resp, err
+	})
+}
+
 // backoff is the retry schedule of one record: exponential from RetryBase,
 // ±20% jitter, capped at RetryMax, MaxAttempts attempts in all. When the
 // last answer asked for a longer wait (*hint, from Retry-After), that

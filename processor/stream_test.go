@@ -18,8 +18,8 @@ import (
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/limiter"
 	"github.com/sluice-dev/sluice/internal/mockapi"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // serveMock serves h over HTTP until the test ends and returns a client
@@ -42,6 +42,7 @@ func serveMock(t *testing.T, h http.Handler, mocks ...*mockapi.Server) *api.Clie
 type deltaEvent struct {
 	customID string
 	attempt  int
+	typ      string
 	index    int
 	delta    json.RawMessage
 	finish   string
@@ -79,11 +80,11 @@ func (w *recWriter) add(e deltaEvent) {
 	w.s.events = append(w.s.events, e)
 }
 
-func (w *recWriter) Delta(_ context.Context, index int, delta json.RawMessage, finish string) {
+func (w *recWriter) Delta(_ context.Context, d processor.Delta) {
 	if w.ended {
 		panic("Delta after End")
 	}
-	w.add(deltaEvent{index: index, delta: append(json.RawMessage(nil), delta...), finish: finish})
+	w.add(deltaEvent{typ: d.Type, index: d.Index, delta: append(json.RawMessage(nil), d.Data...), finish: d.FinishReason})
 }
 
 func (w *recWriter) End(_ context.Context, finish string, cause error) {
@@ -138,7 +139,7 @@ type answer struct {
 	Usage map[string]any `json:"usage"`
 }
 
-func answerOf(t *testing.T, res *result.Result) answer {
+func answerOf(t *testing.T, res *record.Result) answer {
 	t.Helper()
 	if res.Error != nil || res.Response == nil || res.Response.StatusCode != 200 {
 		t.Fatalf("result = %+v (error %+v), want a 200", res, res.Error)
@@ -211,8 +212,8 @@ func TestStreamEqualsPlain(t *testing.T) {
 			plainCfg := baseConfig()
 			plainCfg.Observer = plainObs
 			plainCfg.Deltas = &recSink{}
-			plain := process(t, processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), plainCfg),
-				record(`{"custom_id":"q-1",`+tc.fields+`,`+messages+`}`))
+			plain := process(t, wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), plainCfg),
+				input(`{"custom_id":"q-1",`+tc.fields+`,`+messages+`}`))
 
 			sink, obs := &recSink{}, &recObserver{}
 			cfg := baseConfig()
@@ -221,7 +222,7 @@ func TestStreamEqualsPlain(t *testing.T) {
 			if tc.stream != "" {
 				value = `{"custom_id":"q-1",` + tc.fields + `,` + tc.stream + `,` + messages + `}`
 			}
-			streamed := process(t, processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg), record(value))
+			streamed := process(t, wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg), input(value))
 
 			if got := plainCfg.Deltas.(*recSink).all(); len(got) != 0 {
 				t.Errorf("plain call wrote %d deltas", len(got))
@@ -298,8 +299,8 @@ func TestStreamStallRetried(t *testing.T) {
 	// would be made, so the check below needs no bound on the time.
 	cfg.RequestTimeout = time.Hour
 	cfg.StreamIdleTimeout, cfg.Stream, cfg.Deltas = idle, true, sink
-	res := process(t, processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
-		record(`{"custom_id":"stall","model":"grok-4","messages":[{"role":"user","content":"stall once"}]}`))
+	res := process(t, wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
+		input(`{"custom_id":"stall","model":"grok-4","messages":[{"role":"user","content":"stall once"}]}`))
 	if res.Attempts != 2 || calls.Load() != 2 {
 		t.Fatalf("attempts %d, calls %d, want 2 and 2 (error %+v)", res.Attempts, calls.Load(), res.Error)
 	}
@@ -359,8 +360,8 @@ func TestStreamSlowButAliveNotKilled(t *testing.T) {
 	cfg.Stream, cfg.StreamIdleTimeout = true, 250*time.Millisecond
 	obs := &recObserver{}
 	cfg.Observer = obs
-	res := process(t, processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
-		record(`{"custom_id":"slow","model":"grok-3-mini","messages":[{"role":"user","content":"slow"}]}`))
+	res := process(t, wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
+		input(`{"custom_id":"slow","model":"grok-3-mini","messages":[{"role":"user","content":"slow"}]}`))
 	answerOf(t, res)
 	if res.Attempts != 1 {
 		t.Errorf("attempts = %d, want 1", res.Attempts)
@@ -382,9 +383,9 @@ func TestStreamIdleTimeoutExhausted(t *testing.T) {
 	sink := &recSink{}
 	cfg := baseConfig()
 	cfg.Stream, cfg.StreamIdleTimeout, cfg.Deltas = true, 50*time.Millisecond, sink
-	res := process(t, processor.New(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
-		record(`{"custom_id":"stuck","messages":[{"role":"user","content":"stuck"}]}`))
-	wantError(t, res, result.CodeTimeout, cfg.MaxAttempts)
+	res := process(t, wire(c, limiter.New(limiter.Config{MaxInFlight: 4}), cfg),
+		input(`{"custom_id":"stuck","messages":[{"role":"user","content":"stuck"}]}`))
+	wantError(t, res, record.CodeTimeout, cfg.MaxAttempts)
 	n := 0
 	for _, e := range sink.all() {
 		if e.end {

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // startCluster starts a kfake cluster with sluice's topics.
@@ -74,8 +74,8 @@ func answerAll(t *testing.T, cl *kgo.Client, n int) {
 		fs.EachRecord(func(r *kgo.Record) {
 			got++
 			body := fmt.Sprintf(`{"answer":%q}`, string(r.Key)+" "+string(r.Value))
-			res := &result.Result{ID: result.NewID(), CustomID: string(r.Key), Attempts: 1,
-				Response: &result.Response{StatusCode: 200, Body: []byte(body)}}
+			res := &record.Result{ID: record.NewID(), CustomID: string(r.Key), Attempts: 1,
+				Response: &record.Response{StatusCode: 200, Body: []byte(body)}}
 			pub.Publish(ctx, r, res, func(err error) { done <- err })
 		})
 	}

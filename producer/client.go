@@ -17,8 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/internal/prompt"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 var (
@@ -61,6 +60,10 @@ type ClientConfig struct {
 	// MaxValueBytes rejects larger values (the consumer's limit); 0 means
 	// no limit.
 	MaxValueBytes int
+	// Endpoint is the consumers' SLUICE_ENDPOINT, the Batch url that bare
+	// bodies and simple prompts go to ("" = record.DefaultEndpoint); Batch
+	// lines name their own.
+	Endpoint string
 }
 
 // Client submits prompt records and reads their results. It is safe for
@@ -93,17 +96,17 @@ type invalidError struct{ err error }
 func (e invalidError) Error() string   { return e.err.Error() }
 func (e invalidError) Unwrap() []error { return []error{ErrInvalidRequest, e.err} }
 
-// Validate checks value with the consumer's validator (prompt.Parse) and
+// Validate checks value with the consumer's validator (record.Parse) and
 // returns its custom_id, empty when it has none. The error wraps
 // ErrInvalidRequest.
 func (c *Client) Validate(value []byte) (customID string, err error) {
 	model := c.cfg.DefaultModel
 	if model == "" {
 		// Any non-empty default: a missing model is then accepted, as
-		// prompt.Validate does, and supplied by the consumer.
+		// record.Validate does, and supplied by the consumer.
 		model = "consumer-default"
 	}
-	req, err := prompt.Parse(value, prompt.Options{DefaultModel: model, MaxValueBytes: c.cfg.MaxValueBytes})
+	req, err := record.Parse(value, record.Options{DefaultModel: model, MaxValueBytes: c.cfg.MaxValueBytes, Endpoint: c.cfg.Endpoint})
 	if err != nil {
 		return "", invalidError{err}
 	}
@@ -148,7 +151,7 @@ func (c *Client) SubmitBatch(ctx context.Context, values [][]byte) (*Batch, erro
 			errs = append(errs, fmt.Errorf("request %d: %w", i, err))
 			continue
 		}
-		w.plan(i+1, id, v, len(rec.Headers) > 0 && rec.Headers[len(rec.Headers)-1].Key == result.HeaderCustomID)
+		w.plan(i+1, id, v, len(rec.Headers) > 0 && rec.Headers[len(rec.Headers)-1].Key == record.HeaderCustomID)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -205,7 +208,7 @@ func (c *Client) record(value []byte, id, batch string, gen func() string) *kgo.
 	}
 	if id == "" {
 		id = gen()
-		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: result.HeaderCustomID, Value: []byte(id)})
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: record.HeaderCustomID, Value: []byte(id)})
 	}
 	rec.Key = []byte(id)
 	return rec
@@ -430,7 +433,7 @@ func (w *Writer) check(n int, value []byte) (*kgo.Record, error) {
 	if first, dup := w.seen[id]; dup {
 		return nil, fmt.Errorf("%w %q (first on line %d)", ErrDuplicateID, id, first)
 	}
-	w.plan(n, id, value, len(rec.Headers) > 0 && rec.Headers[len(rec.Headers)-1].Key == result.HeaderCustomID)
+	w.plan(n, id, value, len(rec.Headers) > 0 && rec.Headers[len(rec.Headers)-1].Key == record.HeaderCustomID)
 	return rec, nil
 }
 

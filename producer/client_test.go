@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func newTestClient(t *testing.T, partitions int32) (*Client, *kgo.Client) {
@@ -40,9 +40,9 @@ func testCtx(t *testing.T) context.Context {
 // publishResult puts a result for id on the output topic, as sluice would.
 func publishResult(t *testing.T, cl *kgo.Client, id string, failed bool) {
 	t.Helper()
-	res := result.Result{ID: result.NewID(), CustomID: id, Response: &result.Response{StatusCode: 200, Body: []byte(`{}`)}}
+	res := record.Result{ID: record.NewID(), CustomID: id, Response: &record.Response{StatusCode: 200, Body: []byte(`{}`)}}
 	if failed {
-		res.Error = &result.Error{Code: result.CodeAPIError, Message: "x"}
+		res.Error = &record.Error{Code: record.CodeAPIError, Message: "x"}
 	}
 	v, err := res.Marshal()
 	if err != nil {
@@ -70,7 +70,7 @@ func TestWriterValidatesAndKeys(t *testing.T) {
 		{`{"custom_id":"a","prompt":"again"}`, "", ErrDuplicateID},
 		{`{"custom_id":"b","messages":[]}`, "", ErrInvalidRequest},
 		{`not json`, "", ErrInvalidRequest},
-		{`{"custom_id":"e","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`, "", ErrInvalidRequest},
+		{`{"custom_id":"e","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}`, "", ErrInvalidRequest},
 		{`{"prompt":"no id"}`, "b1-6", nil},
 		{`{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"x"}]}}`, "c", nil},
 	}
@@ -103,7 +103,7 @@ func TestWriterValidatesAndKeys(t *testing.T) {
 		fs.EachRecord(func(r *kgo.Record) { got[string(r.Key)] = r })
 	}
 	if h := got["b1-6"].Headers; len(h) != 2 || h[0].Key != HeaderBatch || string(h[0].Value) != "b1" ||
-		h[1].Key != result.HeaderCustomID || string(h[1].Value) != "b1-6" {
+		h[1].Key != record.HeaderCustomID || string(h[1].Value) != "b1-6" {
 		t.Errorf("generated id headers = %v", h)
 	}
 	if h := got["a"].Headers; string(got["a"].Value) != `{"custom_id":"a","prompt":"hi"}` ||

@@ -21,6 +21,13 @@ import (
 //	{"custom_id":"q-1","attempt":1,"seq":2,"delta":{},"finish_reason":"stop","done":false}
 //	{"custom_id":"q-1","attempt":1,"seq":3,"finish_reason":"stop","done":true}
 //
+// A streamed Responses API call has typed events: each record keeps the
+// event's type and its data verbatim, and the done record's finish_reason
+// is the response's status:
+//
+//	{"custom_id":"r-1","attempt":1,"seq":2,"type":"response.output_text.delta","delta":{"type":"response.output_text.delta","output_index":0,"delta":"Hel",...},"done":false}
+//	{"custom_id":"r-1","attempt":1,"seq":9,"finish_reason":"completed","done":true}
+//
 // Deltas are best effort: the result record on the output topic is the
 // contract. A gap in Seq means a delta was lost; a record with a higher
 // Attempt means the earlier attempt failed and its deltas are void.
@@ -31,9 +38,13 @@ type DeltaRecord struct {
 	// Seq numbers the records of one attempt from 0, the done record
 	// included.
 	Seq int `json:"seq"`
-	// Index is the choice, omitted for 0 (the only one unless n > 1).
+	// Type is the event type of a typed stream (the Responses API's,
+	// e.g. "response.output_text.delta"); absent for chat chunks.
+	Type string `json:"type,omitempty"`
+	// Index is the choice (chat) or output item (responses), omitted for 0.
 	Index int `json:"index,omitempty"`
-	// Delta is the chat.completion.chunk delta object, verbatim.
+	// Delta is the chat.completion.chunk delta object, or the typed
+	// event's data object, verbatim.
 	Delta json.RawMessage `json:"delta,omitempty"`
 	// FinishReason is set on the delta that ends its choice, and on the
 	// done record of an attempt that finished.
@@ -118,6 +129,14 @@ func (s *DeltaStream) Delta(ctx context.Context, index int, delta json.RawMessag
 	if len(v.Delta) == 0 {
 		v.Delta = json.RawMessage("{}")
 	}
+	s.produce(ctx, &v, nil)
+}
+
+// Event produces a typed event of a Responses API stream (type typ,
+// output item index, its data verbatim), without blocking, as Delta does.
+func (s *DeltaStream) Event(ctx context.Context, typ string, index int, data json.RawMessage) {
+	v := s.value
+	v.Type, v.Index, v.Delta = typ, index, data
 	s.produce(ctx, &v, nil)
 }
 

@@ -10,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/producer"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func ExampleClient_Await() {
@@ -63,7 +63,7 @@ func ExampleClient_Await() {
 		fmt.Println(l)
 	}
 	// Output:
-	// true request 1: invalid input: value has none of "messages", "prompt" or "body"; cannot tell its shape
+	// true request 1: invalid input: value has none of "messages", "input", "prompt" or "body"; cannot tell its shape
 	// submitted 2
 	// q-1: ok
 	// q-2: failed: api_error
@@ -85,11 +85,11 @@ func fakeConsume(ctx context.Context, cl *kgo.Client, n int) {
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			n--
-			res := &result.Result{ID: result.NewID(), CustomID: string(r.Key), Attempts: 1,
-				Response: &result.Response{StatusCode: 200, Body: []byte(`{"choices":[]}`)}}
+			res := &record.Result{ID: record.NewID(), CustomID: string(r.Key), Attempts: 1,
+				Response: &record.Response{StatusCode: 200, Body: []byte(`{"choices":[]}`)}}
 			if res.CustomID == "q-2" {
 				res.Response.StatusCode = 400
-				res.Error = &result.Error{Code: result.CodeAPIError, Message: "bad request"}
+				res.Error = &record.Error{Code: record.CodeAPIError, Message: "bad request"}
 			}
 			pub.Publish(ctx, r, res, func(err error) { done <- err })
 			pub.Publish(ctx, r, res, func(err error) { done <- err }) // redelivered: Await skips it

@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/producer"
+	"github.com/sluice-dev/sluice/record"
 )
 
 const mib = 1 << 20
@@ -64,7 +64,7 @@ func headerMap(hs []kgo.RecordHeader) map[string]string {
 // to fit, leaving a marker, with the source still pointing at the original.
 func TestPublishOversizeOutputs(t *testing.T) {
 	t.Parallel()
-	src := result.Source{Topic: "prompts", Partition: 3, Offset: 1234}
+	src := record.Source{Topic: "prompts", Partition: 3, Offset: 1234}
 	bigBody := json.RawMessage(`{"error":{"message":"` + strings.Repeat("e", 1_200_000) + `","type":"invalid_request_error","code":"bad"}}`)
 	tests := []struct {
 		name string
@@ -73,7 +73,7 @@ func TestPublishOversizeOutputs(t *testing.T) {
 		// (1,000,012 bytes) and the brokers take only 512 KiB.
 		known     bool
 		in        *kgo.Record
-		res       *result.Result
+		res       *record.Result
 		code      string
 		bodyOmit  int
 		valueOmit int // the dead letter's sluice.value.omitted; 0 = value kept
@@ -82,35 +82,35 @@ func TestPublishOversizeOutputs(t *testing.T) {
 		{
 			name: "999,900-byte value that is not JSON, limit 1,000,012",
 			in:   &kgo.Record{Key: []byte("k"), Value: bytes.Repeat([]byte("x"), 999_900), Headers: []kgo.RecordHeader{{Key: "trace", Value: []byte("t-1")}}},
-			res:  &result.Result{ID: "res_a", CustomID: "prompts-3-1234", Error: &result.Error{Code: result.CodeInvalidInput, Message: "invalid input: not JSON"}},
-			code: result.CodeInvalidInput, valueOmit: 999_900,
+			res:  &record.Result{ID: "res_a", CustomID: "prompts-3-1234", Error: &record.Error{Code: record.CodeInvalidInput, Message: "invalid input: not JSON"}},
+			code: record.CodeInvalidInput, valueOmit: 999_900,
 		},
 		{
 			name: "400 with a 1.2 MB error body", known: true,
 			in: input(),
-			res: &result.Result{ID: "res_b", CustomID: "r-1", Attempts: 1,
-				Response: &result.Response{StatusCode: 400, RequestID: requestID("req-400"), Body: bigBody},
-				Error:    &result.Error{Code: result.CodeAPIError, Message: "api: status 400 (bad): eeee"}},
-			code: result.CodeAPIError, bodyOmit: len(bigBody),
+			res: &record.Result{ID: "res_b", CustomID: "r-1", Attempts: 1,
+				Response: &record.Response{StatusCode: 400, RequestID: requestID("req-400"), Body: bigBody},
+				Error:    &record.Error{Code: record.CodeAPIError, Message: "api: status 400 (bad): eeee"}},
+			code: record.CodeAPIError, bodyOmit: len(bigBody),
 		},
 		{
 			name: "1.2 MB success", known: true,
 			in: input(),
-			res: &result.Result{ID: "res_c", CustomID: "r-1", Attempts: 1,
-				Response: &result.Response{StatusCode: 200, Body: json.RawMessage(`{"choices":[{"message":{"content":"` + strings.Repeat("a", 1_200_000) + `"}}]}`)}},
-			code: result.CodeResultTooLarge, bodyOmit: len(`{"choices":[{"message":{"content":""}}]}`) + 1_200_000,
+			res: &record.Result{ID: "res_c", CustomID: "r-1", Attempts: 1,
+				Response: &record.Response{StatusCode: 200, Body: json.RawMessage(`{"choices":[{"message":{"content":"` + strings.Repeat("a", 1_200_000) + `"}}]}`)}},
+			code: record.CodeResultTooLarge, bodyOmit: len(`{"choices":[{"message":{"content":""}}]}`) + 1_200_000,
 		},
 		{
 			name: "limit lower than known: the brokers' MESSAGE_TOO_LARGE shrinks the dead letter",
 			in:   &kgo.Record{Key: []byte("k"), Value: incompressible(900_000)},
-			res:  &result.Result{ID: "res_d", CustomID: "c", Error: &result.Error{Code: result.CodeInvalidInput, Message: "bad"}},
-			code: result.CodeInvalidInput, valueOmit: 900_000,
+			res:  &record.Result{ID: "res_d", CustomID: "c", Error: &record.Error{Code: record.CodeInvalidInput, Message: "bad"}},
+			code: record.CodeInvalidInput, valueOmit: 900_000,
 		},
 		{
 			name: "headers alone too large", known: true,
 			in:   &kgo.Record{Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "h", Value: bytes.Repeat([]byte("h"), 1_100_000)}}},
-			res:  &result.Result{ID: "res_e", CustomID: "c", Error: &result.Error{Code: result.CodeInvalidInput, Message: "bad"}},
-			code: result.CodeInvalidInput, valueOmit: 1, hdrsOmit: true,
+			res:  &record.Result{ID: "res_e", CustomID: "c", Error: &record.Error{Code: record.CodeInvalidInput, Message: "bad"}},
+			code: record.CodeInvalidInput, valueOmit: 1, hdrsOmit: true,
 		},
 	}
 	for _, tc := range tests {
@@ -147,12 +147,12 @@ func TestPublishOversizeOutputs(t *testing.T) {
 			}
 			dl := readBack(t, addrs, dlqTopic, 1)[0]
 			h := headerMap(dl.Headers)
-			if h[result.HeaderSourceTopic] != src.Topic || h[result.HeaderSourcePartition] != "3" || h[result.HeaderSourceOffset] != "1234" || h[result.HeaderErrorCode] != tc.code {
+			if h[record.HeaderSourceTopic] != src.Topic || h[record.HeaderSourcePartition] != "3" || h[record.HeaderSourceOffset] != "1234" || h[record.HeaderErrorCode] != tc.code {
 				t.Errorf("dead letter headers %v, want the source coordinates and code %s", h, tc.code)
 			}
 			if tc.valueOmit > 0 {
-				if len(dl.Value) != 0 || h[result.HeaderValueOmitted] != strconv.Itoa(tc.valueOmit) {
-					t.Errorf("dead letter value %d bytes, %s=%q; want it left out with its size %d", len(dl.Value), result.HeaderValueOmitted, h[result.HeaderValueOmitted], tc.valueOmit)
+				if len(dl.Value) != 0 || h[record.HeaderValueOmitted] != strconv.Itoa(tc.valueOmit) {
+					t.Errorf("dead letter value %d bytes, %s=%q; want it left out with its size %d", len(dl.Value), record.HeaderValueOmitted, h[record.HeaderValueOmitted], tc.valueOmit)
 				}
 			} else if !bytes.Equal(dl.Value, tc.in.Value) {
 				t.Errorf("dead letter value is not the input's")
@@ -163,8 +163,8 @@ func TestPublishOversizeOutputs(t *testing.T) {
 						t.Errorf("dead letter lost input header %s", ih.Key)
 					}
 				}
-			} else if h[result.HeaderHeadersOmitted] != "1" {
-				t.Errorf("dead letter headers %v, want %s=1", h, result.HeaderHeadersOmitted)
+			} else if h[record.HeaderHeadersOmitted] != "1" {
+				t.Errorf("dead letter headers %v, want %s=1", h, record.HeaderHeadersOmitted)
 			}
 			if string(dl.Key) != string(tc.in.Key) {
 				t.Errorf("dead letter key %q, want %q", dl.Key, tc.in.Key)
@@ -181,8 +181,8 @@ func TestPublishCancelledPartitionKeepsOthers(t *testing.T) {
 	cl := newClient(t, addrs, kgo.ManualFlushing())
 	pub := producer.NewPublisher(cl, outTopic, dlqTopic)
 	ctxA, cancelA := context.WithCancel(context.Background())
-	res := func(id string) *result.Result {
-		return &result.Result{ID: id, CustomID: id, Response: &result.Response{StatusCode: 200, Body: json.RawMessage(`{}`)}}
+	res := func(id string) *record.Result {
+		return &record.Result{ID: id, CustomID: id, Response: &record.Response{StatusCode: 200, Body: json.RawMessage(`{}`)}}
 	}
 	probeA, probeB := newDoneProbe(t, addrs), newDoneProbe(t, addrs)
 	pub.Publish(ctxA, input(), res("a"), probeA.done) // partition A, revoked below

@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // Publisher writes results to the output topic and failed inputs, byte for
@@ -61,7 +61,7 @@ func NewPublisher(cl *kgo.Client, outputTopic, dlqTopic string) *Publisher {
 // (franz-go fails a whole batch, holding other records' outputs, with its
 // first record's context), so cancelling one input partition's context
 // never fails another partition's outputs.
-func (p *Publisher) Publish(ctx context.Context, in *kgo.Record, res *result.Result, done func(error)) {
+func (p *Publisher) Publish(ctx context.Context, in *kgo.Record, res *record.Result, done func(error)) {
 	pb := &publication{p: p, ctx: ctx, rctx: context.WithoutCancel(ctx), in: in, res: res, acks: newAckGroup(1, done)}
 	unlock := p.lock()
 	defer unlock()
@@ -94,7 +94,7 @@ type publication struct {
 	ctx  context.Context // bounds waits for buffer space
 	rctx context.Context // the records' context: never cancelled
 	in   *kgo.Record
-	res  *result.Result
+	res  *record.Result
 	acks *ackGroup
 	dlq  sync.Once
 }
@@ -105,7 +105,7 @@ type publication struct {
 func (pb *publication) result(step int) {
 	limit := pb.p.limit(pb.p.outputTopic)
 	var rec *kgo.Record
-	var r *result.Result
+	var r *record.Result
 	for ; ; step++ {
 		var err error
 		if rec, r, err = pb.p.resultAt(pb.in, pb.res, step); err != nil {
@@ -127,7 +127,7 @@ func (pb *publication) result(step int) {
 
 // deadLetter produces the dead letter of r at the first step from step on
 // that fits the dead-letter topic. The caller holds the gate.
-func (pb *publication) deadLetter(r *result.Result, step int) {
+func (pb *publication) deadLetter(r *record.Result, step int) {
 	limit := pb.p.limit(pb.p.dlqTopic)
 	rec := pb.p.deadLetterAt(pb.in, r, step)
 	for step < shrinkSteps-1 && batchBytes(rec) > limit {
@@ -211,7 +211,7 @@ func (p *Publisher) lock() (unlock func()) {
 // resultAt returns the result record of res at shrink step step, and the
 // result it carries. It keeps the input's key and headers, until the steps
 // that leave them out.
-func (p *Publisher) resultAt(in *kgo.Record, res *result.Result, step int) (*kgo.Record, *result.Result, error) {
+func (p *Publisher) resultAt(in *kgo.Record, res *record.Result, step int) (*kgo.Record, *record.Result, error) {
 	r := res
 	if step >= shrinkBody {
 		small := *res
@@ -221,7 +221,7 @@ func (p *Publisher) resultAt(in *kgo.Record, res *result.Result, step int) (*kgo
 			small.Response = &resp
 		}
 		if small.Error == nil {
-			small.Error = &result.Error{Code: result.CodeResultTooLarge,
+			small.Error = &record.Error{Code: record.CodeResultTooLarge,
 				Message: "the API's answer does not fit in one record on " + p.outputTopic}
 		} else if len(small.Error.Message) > maxMessageText {
 			e := *small.Error
@@ -248,20 +248,20 @@ func (p *Publisher) resultAt(in *kgo.Record, res *result.Result, step int) (*kgo
 // a copy back; the headers say what went wrong and where it came from. At
 // shrink step step it leaves out the value, then the input's headers, then
 // the key, each with its marker header.
-func (p *Publisher) deadLetterAt(in *kgo.Record, res *result.Result, step int) *kgo.Record {
+func (p *Publisher) deadLetterAt(in *kgo.Record, res *record.Result, step int) *kgo.Record {
 	rec := &kgo.Record{Topic: p.dlqTopic, Key: in.Key, Value: in.Value}
 	h := shrinkInput(rec, in, step)
 	if step >= shrinkBody {
 		rec.Value = nil
-		h = append(h, kgo.RecordHeader{Key: result.HeaderValueOmitted, Value: []byte(strconv.Itoa(len(in.Value)))})
+		h = append(h, kgo.RecordHeader{Key: record.HeaderValueOmitted, Value: []byte(strconv.Itoa(len(in.Value)))})
 	}
 	rec.Headers = append(h,
-		kgo.RecordHeader{Key: result.HeaderErrorCode, Value: []byte(res.Error.Code)},
-		kgo.RecordHeader{Key: result.HeaderErrorMessage, Value: []byte(truncate(res.Error.Message, maxMessageText))},
-		kgo.RecordHeader{Key: result.HeaderAttempts, Value: []byte(strconv.Itoa(res.Attempts))},
-		kgo.RecordHeader{Key: result.HeaderSourceTopic, Value: []byte(in.Topic)},
-		kgo.RecordHeader{Key: result.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(in.Partition)))},
-		kgo.RecordHeader{Key: result.HeaderSourceOffset, Value: []byte(strconv.FormatInt(in.Offset, 10))},
+		kgo.RecordHeader{Key: record.HeaderErrorCode, Value: []byte(res.Error.Code)},
+		kgo.RecordHeader{Key: record.HeaderErrorMessage, Value: []byte(truncate(res.Error.Message, maxMessageText))},
+		kgo.RecordHeader{Key: record.HeaderAttempts, Value: []byte(strconv.Itoa(res.Attempts))},
+		kgo.RecordHeader{Key: record.HeaderSourceTopic, Value: []byte(in.Topic)},
+		kgo.RecordHeader{Key: record.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(in.Partition)))},
+		kgo.RecordHeader{Key: record.HeaderSourceOffset, Value: []byte(strconv.FormatInt(in.Offset, 10))},
 	)
 	return rec
 }
@@ -272,13 +272,13 @@ func (p *Publisher) deadLetterAt(in *kgo.Record, res *result.Result, step int) *
 func shrinkInput(rec *kgo.Record, in *kgo.Record, step int) []kgo.RecordHeader {
 	h := make([]kgo.RecordHeader, 0, len(in.Headers)+8)
 	if step >= shrinkHeaders && len(in.Headers) > 0 {
-		h = append(h, kgo.RecordHeader{Key: result.HeaderHeadersOmitted, Value: []byte(strconv.Itoa(len(in.Headers)))})
+		h = append(h, kgo.RecordHeader{Key: record.HeaderHeadersOmitted, Value: []byte(strconv.Itoa(len(in.Headers)))})
 	} else {
 		h = append(h, in.Headers...)
 	}
 	if step >= shrinkKey && len(in.Key) > 0 {
 		rec.Key = nil
-		h = append(h, kgo.RecordHeader{Key: result.HeaderKeyOmitted, Value: []byte(strconv.Itoa(len(in.Key)))})
+		h = append(h, kgo.RecordHeader{Key: record.HeaderKeyOmitted, Value: []byte(strconv.Itoa(len(in.Key)))})
 	}
 	return h
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/producer"
+	"github.com/sluice-dev/sluice/record"
 )
 
 const (
@@ -164,18 +164,18 @@ func headersEqual(a, b []kgo.RecordHeader) bool {
 	return true
 }
 
-func decode(t *testing.T, r *kgo.Record) result.Result {
+func decode(t *testing.T, r *kgo.Record) record.Result {
 	t.Helper()
-	var res result.Result
+	var res record.Result
 	dec := json.NewDecoder(bytes.NewReader(r.Value))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&res); err != nil {
-		t.Fatalf("output value does not decode to result.Result: %v: %s", err, r.Value)
+		t.Fatalf("output value does not decode to record.Result: %v: %s", err, r.Value)
 	}
 	return res
 }
 
-func checkOutput(t *testing.T, rec *kgo.Record, in *kgo.Record) result.Result {
+func checkOutput(t *testing.T, rec *kgo.Record, in *kgo.Record) record.Result {
 	t.Helper()
 	if rec.Topic != outTopic {
 		t.Errorf("topic = %s, want %s", rec.Topic, outTopic)
@@ -202,12 +202,12 @@ func checkDeadLetter(t *testing.T, rec *kgo.Record, in *kgo.Record, code string,
 	}
 	want := append([]kgo.RecordHeader(nil), in.Headers...)
 	for _, h := range [][2]string{
-		{result.HeaderErrorCode, code},
-		{result.HeaderErrorMessage, message},
-		{result.HeaderAttempts, strconv.Itoa(attempts)},
-		{result.HeaderSourceTopic, "prompts"},
-		{result.HeaderSourcePartition, "3"},
-		{result.HeaderSourceOffset, "1234"},
+		{record.HeaderErrorCode, code},
+		{record.HeaderErrorMessage, message},
+		{record.HeaderAttempts, strconv.Itoa(attempts)},
+		{record.HeaderSourceTopic, "prompts"},
+		{record.HeaderSourcePartition, "3"},
+		{record.HeaderSourceOffset, "1234"},
 	} {
 		want = append(want, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})
 	}
@@ -223,11 +223,11 @@ func TestPublishSuccess(t *testing.T) {
 	addrs := newCluster(t)
 	cl := newClient(t, addrs)
 	in := input()
-	res := &result.Result{
+	res := &record.Result{
 		ID:       "res_1",
 		CustomID: "r-1",
-		Response: &result.Response{StatusCode: 200, RequestID: requestID("req-1"), Body: json.RawMessage(`{"choices":[{"message":{"content":"a <b> & c"}}]}`)},
-		Source:   result.Source{Topic: "prompts", Partition: 3, Offset: 1234},
+		Response: &record.Response{StatusCode: 200, RequestID: requestID("req-1"), Body: json.RawMessage(`{"choices":[{"message":{"content":"a <b> & c"}}]}`)},
+		Source:   record.Source{Topic: "prompts", Partition: 3, Offset: 1234},
 		Attempts: 1,
 	}
 	probe := newDoneProbe(t, addrs)
@@ -250,18 +250,18 @@ func TestPublishFailure(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		res  *result.Result
+		res  *record.Result
 	}{
-		{"api error with response", &result.Result{
+		{"api error with response", &record.Result{
 			ID: "res_2", CustomID: "r-1", Attempts: 6,
-			Response: &result.Response{StatusCode: 503, Body: json.RawMessage(`{"error":{"message":"overloaded"}}`)},
-			Error:    &result.Error{Code: result.CodeRetriesExhausted, Message: "api: status 503: overloaded"},
-			Source:   result.Source{Topic: "prompts", Partition: 3, Offset: 1234},
+			Response: &record.Response{StatusCode: 503, Body: json.RawMessage(`{"error":{"message":"overloaded"}}`)},
+			Error:    &record.Error{Code: record.CodeRetriesExhausted, Message: "api: status 503: overloaded"},
+			Source:   record.Source{Topic: "prompts", Partition: 3, Offset: 1234},
 		}},
-		{"invalid input", &result.Result{
+		{"invalid input", &record.Result{
 			ID: "res_3", CustomID: "r-1",
-			Error:  &result.Error{Code: result.CodeInvalidInput, Message: "invalid input: messages[0].role: must be a string, got number"},
-			Source: result.Source{Topic: "prompts", Partition: 3, Offset: 1234},
+			Error:  &record.Error{Code: record.CodeInvalidInput, Message: "invalid input: messages[0].role: must be a string, got number"},
+			Source: record.Source{Topic: "prompts", Partition: 3, Offset: 1234},
 		}},
 	}
 	for _, tc := range tests {
@@ -293,10 +293,10 @@ func TestPublishResultTooLarge(t *testing.T) {
 	cl := newClient(t, addrs, kgo.ProducerBatchMaxBytes(64<<10))
 	in := input()
 	big := `{"content":"` + strings.Repeat("x", 200<<10) + `"}`
-	res := &result.Result{
+	res := &record.Result{
 		ID: "res_4", CustomID: "r-1", Attempts: 2,
-		Response: &result.Response{StatusCode: 200, RequestID: requestID("req-big"), Body: json.RawMessage(big)},
-		Source:   result.Source{Topic: "prompts", Partition: 3, Offset: 1234},
+		Response: &record.Response{StatusCode: 200, RequestID: requestID("req-big"), Body: json.RawMessage(big)},
+		Source:   record.Source{Topic: "prompts", Partition: 3, Offset: 1234},
 	}
 	probe := newDoneProbe(t, addrs)
 	producer.NewPublisher(cl, outTopic, dlqTopic).Publish(context.Background(), in, res, probe.done)
@@ -311,8 +311,8 @@ func TestPublishResultTooLarge(t *testing.T) {
 		t.Errorf("output value is %d bytes: the oversized body was published", len(rec.Value))
 	}
 	got := checkOutput(t, rec, in)
-	if got.Error == nil || got.Error.Code != result.CodeResultTooLarge {
-		t.Fatalf("published result error = %+v, want code %s", got.Error, result.CodeResultTooLarge)
+	if got.Error == nil || got.Error.Code != record.CodeResultTooLarge {
+		t.Fatalf("published result error = %+v, want code %s", got.Error, record.CodeResultTooLarge)
 	}
 	if got.ID != "res_4" || got.CustomID != "r-1" || got.Attempts != 2 || got.Source != res.Source {
 		t.Errorf("published result = %+v, want id, custom_id, attempts and source kept", got)
@@ -320,7 +320,7 @@ func TestPublishResultTooLarge(t *testing.T) {
 	if got.Response == nil || got.Response.StatusCode != 200 || got.Response.RequestID == nil || *got.Response.RequestID != "req-big" || (got.Response.Body != nil && string(got.Response.Body) != "null") {
 		t.Errorf("published response = %+v, want status 200, request id req-big and no body", got.Response)
 	}
-	checkDeadLetter(t, readBack(t, addrs, dlqTopic, 1)[0], in, result.CodeResultTooLarge, got.Error.Message, 2)
+	checkDeadLetter(t, readBack(t, addrs, dlqTopic, 1)[0], in, record.CodeResultTooLarge, got.Error.Message, 2)
 	if res.Error != nil || len(res.Response.Body) != len(big) {
 		t.Error("Publish modified the caller's result")
 	}
@@ -328,16 +328,16 @@ func TestPublishResultTooLarge(t *testing.T) {
 
 func TestPublishError(t *testing.T) {
 	t.Parallel()
-	okRes := &result.Result{ID: "res_5", CustomID: "r-1", Attempts: 1,
-		Response: &result.Response{StatusCode: 200, Body: json.RawMessage(`{}`)}}
-	failRes := &result.Result{ID: "res_6", CustomID: "r-1", Attempts: 1,
-		Error: &result.Error{Code: result.CodeInvalidInput, Message: "bad"}}
+	okRes := &record.Result{ID: "res_5", CustomID: "r-1", Attempts: 1,
+		Response: &record.Response{StatusCode: 200, Body: json.RawMessage(`{}`)}}
+	failRes := &record.Result{ID: "res_6", CustomID: "r-1", Attempts: 1,
+		Error: &record.Error{Code: record.CodeInvalidInput, Message: "bad"}}
 	tests := []struct {
 		name     string
 		opts     []kgo.Opt
 		canceled bool
 		out, dlq string
-		res      *result.Result
+		res      *record.Result
 	}{
 		{"canceled ctx, missing output topic", nil, true, "no-such-topic", dlqTopic, okRes},
 		{"delivery timeout, missing output topic", []kgo.Opt{kgo.RecordDeliveryTimeout(time.Second)}, false, "no-such-topic", dlqTopic, okRes},

@@ -8,13 +8,13 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // Result is one result record read from the output topic.
 type Result struct {
 	// Result is the decoded value: custom_id, response or error, ...
-	result.Result
+	record.Result
 	// Value is the record value as published (the OpenAI Batch output
 	// line plus sluice's fields), byte for byte.
 	Value []byte

@@ -24,15 +24,16 @@ import (
 
 	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/caller"
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/grouplag"
 	"github.com/sluice-dev/sluice/internal/kafkaconn"
 	"github.com/sluice-dev/sluice/internal/limiter"
 	"github.com/sluice-dev/sluice/internal/metrics"
 	"github.com/sluice-dev/sluice/internal/ops"
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/processor"
 	"github.com/sluice-dev/sluice/producer"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func runConsume(ctx context.Context, args []string) error {
@@ -79,7 +80,7 @@ func setMemoryLimit(buffered config.ByteSize) (config.ByteSize, bool) {
 // pipelineOptions are what the demo adds to a plain consume.
 type pipelineOptions struct {
 	kafkaOpts []kgo.Opt            // extra client options
-	observe   func(*result.Result) // called for every published result
+	observe   func(*record.Result) // called for every published result
 }
 
 // serve runs one consumer-group member until ctx is done: it wires
@@ -198,8 +199,11 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		return err
 	}
 	defer releaseDeltas() // runs once the consumer has stopped
-	proc := processor.New(apiClient, lim, processor.Config{
+	proc := processor.New(caller.NewAPI(apiClient), processor.Config{
 		DefaultModel:      cfg.Model,
+		Endpoint:          cfg.Endpoint,
+		Middleware:        []processor.Middleware{caller.Limit(lim)},
+		TokenBudget:       lim.TokenBudget,
 		RequestTimeout:    cfg.RequestTimeout,
 		MaxAttempts:       cfg.MaxAttempts,
 		RetryBase:         cfg.RetryBase,
@@ -261,7 +265,7 @@ type pipeline struct {
 	proc    *processor.Processor
 	pub     *producer.Publisher
 	metrics *metrics.Metrics
-	observe func(*result.Result)
+	observe func(*record.Result)
 }
 
 func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) {

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/config"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // collectCommitted reads want records of topic as a read_committed
@@ -123,7 +123,7 @@ func TestOrderingModes(t *testing.T) {
 			// share a partition: their offsets give the publish order.
 			last := map[string]string{}
 			for _, r := range out {
-				var res result.Result
+				var res record.Result
 				if err := json.Unmarshal(r.Value, &res); err != nil {
 					t.Fatal(err)
 				}

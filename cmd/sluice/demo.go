@@ -25,7 +25,7 @@ import (
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/devkafka"
 	"github.com/sluice-dev/sluice/internal/mockapi"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func runDemo(ctx context.Context, args []string) error {
@@ -228,15 +228,15 @@ func produceLines(ctx context.Context, brokers []string, topic string, data []by
 type tally struct {
 	mu       sync.Mutex
 	total    int
-	results  map[string]*result.Result // by source position, first wins
+	results  map[string]*record.Result // by source position, first wins
 	complete chan struct{}
 }
 
 func newTally(total int) *tally {
-	return &tally{total: total, results: map[string]*result.Result{}, complete: make(chan struct{})}
+	return &tally{total: total, results: map[string]*record.Result{}, complete: make(chan struct{})}
 }
 
-func (t *tally) add(r *result.Result) {
+func (t *tally) add(r *record.Result) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := fmt.Sprintf("%d/%d", r.Source.Partition, r.Source.Offset)
@@ -256,10 +256,10 @@ func (t *tally) count() int {
 }
 
 // sorted returns the results in custom_id order.
-func (t *tally) sorted() []*result.Result {
+func (t *tally) sorted() []*record.Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]*result.Result, 0, len(t.results))
+	out := make([]*record.Result, 0, len(t.results))
 	for _, r := range t.results {
 		out = append(out, r)
 	}
@@ -321,7 +321,7 @@ func percentile(sorted []int64, p int) int64 {
 	return sorted[min(max(i-1, 0), len(sorted)-1)]
 }
 
-func writeResults(path string, rs []*result.Result) error {
+func writeResults(path string, rs []*record.Result) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/examples"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // TestDemo runs the README's first command in-process: every bundled
@@ -37,7 +37,7 @@ func TestDemo(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var r result.Result
+		var r record.Result
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("bad line %q: %v", sc.Text(), err)
 		}
@@ -60,7 +60,7 @@ func TestDemo(t *testing.T) {
 			unreadable = id
 		}
 	}
-	wantFailed := map[string]string{unreadable: result.CodeInvalidInput, "demo-no-messages": result.CodeInvalidInput, "demo-embeddings": result.CodeUnsupportedURL}
+	wantFailed := map[string]string{unreadable: record.CodeInvalidInput, "demo-no-messages": record.CodeInvalidInput, "demo-images": record.CodeUnsupportedURL}
 	for id, code := range wantFailed {
 		if failed[id] != code {
 			t.Errorf("%s: code %q, want %q", id, failed[id], code)

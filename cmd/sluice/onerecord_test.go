@@ -19,7 +19,7 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // oddAPI answers by prompt text: each text is one kind of odd answer.
@@ -133,14 +133,14 @@ func oneRecordKinds(t *testing.T, mode string) {
 		bodyOmitted  bool
 	}
 	kinds := map[string]kind{
-		"value-999900":  {rec: &kgo.Record{Key: []byte("value-999900"), Value: bytes.Repeat([]byte("x"), 999_900)}, code: result.CodeInvalidInput, valueOmitted: -1},
-		"value-1100000": {rec: &kgo.Record{Key: []byte("value-1100000"), Value: bytes.Repeat([]byte("x"), 1_100_000)}, code: result.CodeInvalidInput, valueOmitted: 1_100_000},
-		"big-400":       {rec: chat("big-400", "big-400", ""), code: result.CodeAPIError, attempts: 1, bodyOmitted: true},
-		"error-200":     {rec: chat("error-200", "error-200", ""), code: result.CodeRetriesExhausted, attempts: 3},
+		"value-999900":  {rec: &kgo.Record{Key: []byte("value-999900"), Value: bytes.Repeat([]byte("x"), 999_900)}, code: record.CodeInvalidInput, valueOmitted: -1},
+		"value-1100000": {rec: &kgo.Record{Key: []byte("value-1100000"), Value: bytes.Repeat([]byte("x"), 1_100_000)}, code: record.CodeInvalidInput, valueOmitted: 1_100_000},
+		"big-400":       {rec: chat("big-400", "big-400", ""), code: record.CodeAPIError, attempts: 1, bodyOmitted: true},
+		"error-200":     {rec: chat("error-200", "error-200", ""), code: record.CodeRetriesExhausted, attempts: 3},
 		"retry-3600":    {rec: chat("retry-3600", "retry-3600", ""), attempts: 2},
-		"tpm":           {rec: chat("tpm", "tpm", `,"n":128,"max_tokens":1000000`), code: result.CodeExceedsTPM},
-		"model-403":     {rec: chat("model-403", "model-403", `,"model":"grok-secret"`), code: result.CodeAPIError, attempts: 1},
-		"tools-bad":     {rec: chat("tools-bad", "tools-bad", `,"stream":true`), code: result.CodeRetriesExhausted, attempts: 3},
+		"tpm":           {rec: chat("tpm", "tpm", `,"n":128,"max_tokens":1000000`), code: record.CodeExceedsTPM},
+		"model-403":     {rec: chat("model-403", "model-403", `,"model":"grok-secret"`), code: record.CodeAPIError, attempts: 1},
+		"tools-bad":     {rec: chat("tools-bad", "tools-bad", `,"stream":true`), code: record.CodeRetriesExhausted, attempts: 3},
 		"stream-429":    {rec: chat("stream-429", "stream-429", `,"stream":true`), attempts: 2},
 	}
 	for i := range 5 {
@@ -218,8 +218,8 @@ func oneRecordKinds(t *testing.T, mode string) {
 			continue
 		}
 		h := headerMap(d.Headers)
-		if h[result.HeaderErrorCode] != k.code || h[result.HeaderSourceTopic] != "prompts" || h[result.HeaderSourcePartition] != "0" ||
-			h[result.HeaderSourceOffset] != strconv.FormatInt(k.rec.Offset, 10) {
+		if h[record.HeaderErrorCode] != k.code || h[record.HeaderSourceTopic] != "prompts" || h[record.HeaderSourcePartition] != "0" ||
+			h[record.HeaderSourceOffset] != strconv.FormatInt(k.rec.Offset, 10) {
 			t.Errorf("%s: dead letter headers %v, want code %s and the source coordinates", id, h, k.code)
 		}
 		for _, ih := range k.rec.Headers {
@@ -227,14 +227,14 @@ func oneRecordKinds(t *testing.T, mode string) {
 				t.Errorf("%s: dead letter lost the input header %s", id, ih.Key)
 			}
 		}
-		omitted, hasOmitted := h[result.HeaderValueOmitted]
+		omitted, hasOmitted := h[record.HeaderValueOmitted]
 		switch {
 		case k.valueOmitted > 0 && (len(d.Value) != 0 || omitted != strconv.Itoa(k.valueOmitted)):
-			t.Errorf("%s: dead letter value %d bytes, %s=%q; want it left out (%d)", id, len(d.Value), result.HeaderValueOmitted, omitted, k.valueOmitted)
+			t.Errorf("%s: dead letter value %d bytes, %s=%q; want it left out (%d)", id, len(d.Value), record.HeaderValueOmitted, omitted, k.valueOmitted)
 		case k.valueOmitted == 0 && !bytes.Equal(d.Value, k.rec.Value):
 			t.Errorf("%s: dead letter value is not the input's", id)
 		case k.valueOmitted < 0 && !bytes.Equal(d.Value, k.rec.Value) && omitted != strconv.Itoa(len(k.rec.Value)):
-			t.Errorf("%s: dead letter value %d bytes, %s=%q (present %v); want the input's or its size", id, len(d.Value), result.HeaderValueOmitted, omitted, hasOmitted)
+			t.Errorf("%s: dead letter value %d bytes, %s=%q (present %v); want the input's or its size", id, len(d.Value), record.HeaderValueOmitted, omitted, hasOmitted)
 		}
 	}
 	odd.mu.Lock()

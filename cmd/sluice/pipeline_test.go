@@ -21,7 +21,7 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // stubAPI is an OpenAI-compatible endpoint whose behaviour the prompt
@@ -211,11 +211,11 @@ func (s *testStack) committed(t testing.TB) map[int32]int64 {
 	return out
 }
 
-func decodeResults(t testing.TB, recs []*kgo.Record) map[string]result.Result {
+func decodeResults(t testing.TB, recs []*kgo.Record) map[string]record.Result {
 	t.Helper()
-	out := map[string]result.Result{}
+	out := map[string]record.Result{}
 	for _, r := range recs {
-		var res result.Result
+		var res record.Result
 		if err := json.Unmarshal(r.Value, &res); err != nil {
 			t.Fatalf("result %q is not JSON: %v", r.Value, err)
 		}
@@ -238,7 +238,7 @@ func TestPipelineRecordContract(t *testing.T) {
 		{Key: []byte("k5"), Value: []byte(`{"custom_id":"flaky","prompt":"flaky"}`)},
 		{Key: []byte("bad1"), Value: []byte(`not json`)},
 		{Key: []byte("bad2"), Value: []byte(`{"custom_id":"no-messages","model":"grok-4"}`)},
-		{Key: []byte("bad3"), Value: []byte(`{"custom_id":"embeddings","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`)},
+		{Key: []byte("bad3"), Value: []byte(`{"custom_id":"embeddings","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}`)},
 		{Key: []byte("bad4"), Value: []byte(`{"custom_id":"status","prompt":"status-400"}`)},
 		{Key: []byte("bad5"), Value: []byte(`{"custom_id":"exhausted","prompt":"status-500"}`)},
 	}
@@ -274,11 +274,11 @@ func TestPipelineRecordContract(t *testing.T) {
 		t.Errorf("chat body = %s, want custom_id removed and default model", s.api.bodies["hello chat"])
 	}
 	wantCodes := map[string]string{
-		"prompts-": result.CodeInvalidInput, "no-messages": result.CodeInvalidInput,
-		"embeddings": result.CodeUnsupportedURL, "status": result.CodeAPIError, "exhausted": result.CodeRetriesExhausted,
+		"prompts-": record.CodeInvalidInput, "no-messages": record.CodeInvalidInput,
+		"embeddings": record.CodeUnsupportedURL, "status": record.CodeAPIError, "exhausted": record.CodeRetriesExhausted,
 	}
 	for id, code := range wantCodes {
-		var r result.Result
+		var r record.Result
 		for cid, rr := range results {
 			if cid == id || (id == "prompts-" && strings.HasPrefix(cid, "prompts-")) {
 				r = rr
@@ -310,7 +310,7 @@ func TestPipelineRecordContract(t *testing.T) {
 		for _, x := range d.Headers {
 			h[x.Key] = string(x.Value)
 		}
-		if h[result.HeaderErrorCode] == "" || h[result.HeaderSourceTopic] != "prompts" || h[result.HeaderSourceOffset] != fmt.Sprint(in.Offset) {
+		if h[record.HeaderErrorCode] == "" || h[record.HeaderSourceTopic] != "prompts" || h[record.HeaderSourceOffset] != fmt.Sprint(in.Offset) {
 			t.Errorf("dead letter headers = %v", h)
 		}
 	}
@@ -392,7 +392,7 @@ func TestPipelineDrainAbandonsWithoutCommit(t *testing.T) {
 	all := s.collect(t, "completions", 20)
 	seen := map[string]int{}
 	for _, r := range all {
-		var res result.Result
+		var res record.Result
 		_ = json.Unmarshal(r.Value, &res)
 		seen[res.CustomID]++
 	}
@@ -428,7 +428,7 @@ func TestPipelineRebalanceNoLoss(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for _, r := range all {
-		var res result.Result
+		var res record.Result
 		_ = json.Unmarshal(r.Value, &res)
 		seen[res.CustomID]++
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // TestMain lets a test re-run this binary as `sluice ...` in a child
@@ -102,7 +102,7 @@ func countByID(t *testing.T, recs []*kgo.Record) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
 	for _, r := range recs {
-		var res result.Result
+		var res record.Result
 		if err := json.Unmarshal(r.Value, &res); err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/mockapi"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // apiCall is one chat-completions call as the API saw it arrive.
@@ -158,7 +158,7 @@ func (r *resultReader) readFor(n int, d time.Duration) bool {
 	defer cancel()
 	for len(r.seen) < n && ctx.Err() == nil {
 		for _, rec := range r.cl.PollFetches(ctx).Records() {
-			var res result.Result
+			var res record.Result
 			if err := json.Unmarshal(rec.Value, &res); err != nil {
 				r.t.Fatalf("result %q: %v", rec.Value, err)
 			}
@@ -185,7 +185,7 @@ func (r *resultReader) waitDistinct(n int, within time.Duration) {
 			r.t.Fatalf("%d distinct results after %v, want %d", len(r.seen), within, n)
 		}
 		for _, rec := range fs.Records() {
-			var res result.Result
+			var res record.Result
 			if err := json.Unmarshal(rec.Value, &res); err != nil {
 				r.t.Fatalf("result %q: %v", rec.Value, err)
 			}
@@ -215,7 +215,7 @@ func (s *testStack) readAllResults(t testing.TB) map[string]int {
 		}
 		for _, rec := range fs.Records() {
 			got++
-			var res result.Result
+			var res record.Result
 			if err := json.Unmarshal(rec.Value, &res); err != nil {
 				t.Fatal(err)
 			}

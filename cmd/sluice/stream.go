@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -65,8 +64,12 @@ type deltaWriter struct {
 }
 
 // Delta implements processor.DeltaWriter; it never blocks on Kafka.
-func (w deltaWriter) Delta(ctx context.Context, index int, delta json.RawMessage, finishReason string) {
-	w.stream.Delta(ctx, index, delta, finishReason)
+func (w deltaWriter) Delta(ctx context.Context, d processor.Delta) {
+	if d.Type != "" {
+		w.stream.Event(ctx, d.Type, d.Index, d.Data)
+		return
+	}
+	w.stream.Delta(ctx, d.Index, d.Data, d.FinishReason)
 }
 
 // End implements processor.DeltaWriter: once every record of the attempt

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/config"
+	"github.com/sluice-dev/sluice/internal/endpoint"
 	"github.com/sluice-dev/sluice/internal/mockapi"
 	"github.com/sluice-dev/sluice/producer"
 )
@@ -227,7 +228,8 @@ func TestStreamEndToEnd(t *testing.T) {
 				if !ok || res.Error != nil || res.Response == nil || res.Response.StatusCode != 200 {
 					t.Fatalf("%s: result %+v, want a 200", r.id, res)
 				}
-				resp, err := plainAPI.Do(context.Background(), fmt.Appendf(nil, `{"model":%q,"messages":[{"role":"user","content":%q}]}`, r.model, r.text))
+				resp, err := plainAPI.Do(context.Background(), api.Request{Path: endpoint.Chat{}.Path(), Check: endpoint.Chat{}.Check,
+					Body: fmt.Appendf(nil, `{"model":%q,"messages":[{"role":"user","content":%q}]}`, r.model, r.text)})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -76,7 +76,7 @@ func (k *kafkaFlags) client(ctx context.Context, opts ...kgo.Opt) (*kgo.Client, 
 		}
 		return nil, nil, fmt.Errorf("--brokers %s: cannot reach Kafka: %w", k.brokers, err)
 	}
-	return cl, producer.NewClient(cl, producer.ClientConfig{InputTopic: k.inputTopic, OutputTopic: k.outputTopic}), nil
+	return cl, producer.NewClient(cl, producer.ClientConfig{InputTopic: k.inputTopic, OutputTopic: k.outputTopic, Endpoint: os.Getenv("SLUICE_ENDPOINT")}), nil
 }
 
 func (k *kafkaFlags) dir() (string, error) {

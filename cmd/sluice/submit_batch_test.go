@@ -18,8 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/sluice-dev/sluice/internal/result"
 	"github.com/sluice-dev/sluice/producer"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // setMaxMessageBytes sets the prompts topic's max.message.bytes.
@@ -75,7 +75,7 @@ func answers(t testing.TB, s *testStack, state, batch string) map[string]string 
 	wantExit(t, "collect --batch "+batch, err, 0, stderr)
 	got := map[string]string{}
 	for line := range strings.Lines(out) {
-		var r result.Result
+		var r record.Result
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("collect line %q: %v", line, err)
 		}
@@ -282,7 +282,7 @@ func TestSubmitBOMAndLineSeparators(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, line := range split {
-		var r result.Result
+		var r record.Result
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}

@@ -20,7 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluice-dev/sluice/internal/devkafka"
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func (s *testStack) brokers() string { return strings.Join(s.cluster.ListenAddrs(), ",") }
@@ -44,18 +44,18 @@ func writeLines(t testing.TB, lines []string) string {
 	return path
 }
 
-func readJSONL(t testing.TB, path string) []result.Result {
+func readJSONL(t testing.TB, path string) []record.Result {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []result.Result
+	var out []record.Result
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var r result.Result
+		var r record.Result
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("%s: %q: %v", path, sc.Text(), err)
 		}
@@ -118,7 +118,7 @@ func TestSubmitCollectRoundTrip(t *testing.T) {
 	failing := map[string]bool{}
 	invalid := []string{
 		`not json`, `{"custom_id":"x-%d","messages":[]}`, `{"custom_id":"x-%d","prompt":""}`,
-		`{"custom_id":"x-%d","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`, `{"custom_id":"c-0","prompt":"dup"}`,
+		`{"custom_id":"x-%d","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}`, `{"custom_id":"c-0","prompt":"dup"}`,
 	}
 	for i := range 1000 {
 		id := fmt.Sprintf("c-%d", i)
@@ -185,7 +185,7 @@ func TestSubmitCollectRoundTrip(t *testing.T) {
 			t.Errorf("error line for %q: duplicate or not a failure", r.CustomID)
 		}
 		seen[r.CustomID] = true
-		if r.Error == nil || r.Error.Code != result.CodeAPIError || r.Response == nil || r.Response.StatusCode != 400 {
+		if r.Error == nil || r.Error.Code != record.CodeAPIError || r.Response == nil || r.Response.StatusCode != 400 {
 			t.Errorf("error line %+v, want api_error with status 400", r)
 		}
 	}

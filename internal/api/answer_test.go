@@ -35,7 +35,7 @@ func TestDoMalformedAnswers(t *testing.T) {
 				w.Header().Set("Content-Type", "application/json")
 				_, _ = io.WriteString(w, tc.body)
 			})
-			resp, err := newClient(t, srv.URL).Do(context.Background(), []byte(`{}`))
+			resp, err := newClient(t, srv.URL).Do(context.Background(), chatReq([]byte(`{}`)))
 			if !errors.Is(err, api.ErrMalformed) || !api.Retryable(err) {
 				t.Fatalf("err = %v, want a retryable ErrMalformed", err)
 			}
@@ -52,8 +52,8 @@ func TestDoMalformedAnswers(t *testing.T) {
 		okAnswer,
 		`{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"a","type":"function","function":{"name":"f","arguments":"{\"x\":[1,2]}"}}]}}],"error":null}`,
 	} {
-		if err := api.CheckAnswer([]byte(body)); err != nil {
-			t.Errorf("CheckAnswer(%s) = %v, want nil", body, err)
+		if err := chat.Check([]byte(body)); err != nil {
+			t.Errorf("Check(%s) = %v, want nil", body, err)
 		}
 	}
 }
@@ -76,7 +76,7 @@ func TestDoStreamRequestBodyBytes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		srv, reqs := sseServer(t, helloStream...)
-		if _, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(tc.body), api.StreamOptions{}); err != nil {
+		if _, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(tc.body), api.StreamOptions{}); err != nil {
 			t.Fatalf("DoStream(%s): %v", tc.body, err)
 		}
 		if got := string((<-reqs).raw); got != tc.want {
@@ -94,7 +94,7 @@ func TestDoStreamMalformedToolCall(t *testing.T) {
 		event(chunk(`{"index":0,"delta":{},"finish_reason":"tool_calls"}`)),
 		doneEvent,
 	)
-	resp, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{})
+	resp, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{})
 	if !errors.Is(err, api.ErrMalformed) || !api.Retryable(err) || !strings.Contains(err.Error(), "do not parse") {
 		t.Fatalf("err = %v, want a retryable ErrMalformed about the arguments", err)
 	}
@@ -121,7 +121,7 @@ func TestDoStreamErrorEvents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv, _ := sseServer(t, event(chunk(`{"index":0,"delta":{"content":"a"}}`)), event(tc.data))
-			_, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{})
+			_, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{})
 			var se *api.StreamError
 			if !errors.As(err, &se) {
 				t.Fatalf("err = %v, want *StreamError", err)
@@ -158,7 +158,7 @@ func TestRetryAfterBounds(t *testing.T) {
 			w.Header().Set(tc.header, tc.value)
 			w.WriteHeader(429)
 		})
-		_, err := newClient(t, srv.URL).Do(context.Background(), []byte(`{}`))
+		_, err := newClient(t, srv.URL).Do(context.Background(), chatReq([]byte(`{}`)))
 		if got := api.RetryAfter(err); got != tc.want {
 			t.Errorf("%s: %s -> %s, want %s", tc.header, tc.value, got, tc.want)
 		}

@@ -71,7 +71,7 @@ func TestDoSuccess(t *testing.T) {
 	c := newClient(t, srv.URL+"/v1")
 	body := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 
-	resp, err := c.Do(context.Background(), body)
+	resp, err := c.Do(context.Background(), chatReq(body))
 	if err != nil {
 		t.Fatalf("Do: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestDoKeyPerRequestAndNoKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i = range keys {
-		if _, err := c.Do(context.Background(), []byte(`{}`)); err != nil {
+		if _, err := c.Do(context.Background(), chatReq([]byte(`{}`))); err != nil {
 			t.Fatalf("Do #%d: %v", i, err)
 		}
 		want := ""
@@ -131,7 +131,7 @@ func TestDoKeyPerRequestAndNoKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Do(context.Background(), []byte(`{}`)); err != nil {
+	if _, err := c.Do(context.Background(), chatReq([]byte(`{}`))); err != nil {
 		t.Fatal(err)
 	}
 	if got := (<-reqs).auth; got != "" {
@@ -152,7 +152,7 @@ func TestDoEndpointPath(t *testing.T) {
 	} {
 		t.Run("base="+tc.base, func(t *testing.T) {
 			c := newClient(t, srv.URL+tc.base)
-			if _, err := c.Do(context.Background(), []byte(`{}`)); err != nil {
+			if _, err := c.Do(context.Background(), chatReq([]byte(`{}`))); err != nil {
 				t.Fatal(err)
 			}
 			if got := (<-reqs).path; got != tc.want {
@@ -224,7 +224,7 @@ func TestDoStatusErrors(t *testing.T) {
 				w.WriteHeader(tc.status)
 				_, _ = io.WriteString(w, tc.body)
 			})
-			resp, err := newClient(t, srv.URL).Do(context.Background(), []byte(`{}`))
+			resp, err := newClient(t, srv.URL).Do(context.Background(), chatReq([]byte(`{}`)))
 			var se *api.StatusError
 			if !errors.As(err, &se) {
 				t.Fatalf("err = %v (%T), want *api.StatusError", err, err)
@@ -287,7 +287,7 @@ func TestDoRetryAfter(t *testing.T) {
 				w.WriteHeader(http.StatusTooManyRequests)
 				_, _ = io.WriteString(w, `{"error":{"message":"slow down","code":"rate_limit_exceeded"}}`)
 			})
-			_, err := newClient(t, srv.URL).Do(context.Background(), []byte(`{}`))
+			_, err := newClient(t, srv.URL).Do(context.Background(), chatReq([]byte(`{}`)))
 			if err == nil {
 				t.Fatal("Do: nil error for a 429")
 			}
@@ -324,7 +324,7 @@ func TestDoMalformed(t *testing.T) {
 				w.Header().Set("x-request-id", "req-m")
 				_, _ = io.WriteString(w, body)
 			})
-			resp, err := newClient(t, srv.URL).Do(context.Background(), []byte(`{}`))
+			resp, err := newClient(t, srv.URL).Do(context.Background(), chatReq([]byte(`{}`)))
 			if !errors.Is(err, api.ErrMalformed) {
 				t.Fatalf("err = %v, want ErrMalformed", err)
 			}
@@ -358,7 +358,7 @@ func TestDoTransportError(t *testing.T) {
 	t.Run("hijacked and closed", func(t *testing.T) {
 		t.Parallel()
 		srv, _ := newServer(t, hijackClose(t))
-		resp, err := newClient(t, srv.URL).Do(context.Background(), []byte(`{}`))
+		resp, err := newClient(t, srv.URL).Do(context.Background(), chatReq([]byte(`{}`)))
 		if !errors.Is(err, api.ErrTransport) {
 			t.Fatalf("err = %v, want ErrTransport", err)
 		}
@@ -374,7 +374,7 @@ func TestDoTransportError(t *testing.T) {
 		srv := httptest.NewServer(http.NotFoundHandler())
 		url := srv.URL
 		srv.Close()
-		_, err := newClient(t, url).Do(context.Background(), []byte(`{}`))
+		_, err := newClient(t, url).Do(context.Background(), chatReq([]byte(`{}`)))
 		if !errors.Is(err, api.ErrTransport) || !api.Retryable(err) {
 			t.Fatalf("err = %v, want retryable ErrTransport", err)
 		}
@@ -392,7 +392,7 @@ func TestDoTimeout(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	resp, err := newClient(t, srv.URL).Do(ctx, []byte(`{}`))
+	resp, err := newClient(t, srv.URL).Do(ctx, chatReq([]byte(`{}`)))
 	if !errors.Is(err, api.ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
@@ -414,7 +414,7 @@ func TestDoCanceledIsNotTimeout(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := newClient(t, srv.URL).Do(ctx, []byte(`{}`))
+	_, err := newClient(t, srv.URL).Do(ctx, chatReq([]byte(`{}`)))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -471,7 +471,7 @@ func TestKeyNeverInErrors(t *testing.T) {
 				if d > 0 {
 					ctx, cancel = context.WithTimeout(ctx, d)
 				}
-				_, err = newClient(t, srv.URL).Do(ctx, []byte(`{}`))
+				_, err = newClient(t, srv.URL).Do(ctx, chatReq([]byte(`{}`)))
 				cancel()
 				if err == nil {
 					t.Fatal("Do: nil error")

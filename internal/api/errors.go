@@ -54,16 +54,16 @@ func parseErrorBody(body []byte) (typ, code, msg string) {
 	if json.Unmarshal(body, &v) != nil {
 		return "", "", ""
 	}
-	typ, code, msg = parseErrorObject(v.Error)
+	typ, code, msg = ParseErrorObject(v.Error)
 	if s, ok := v.Code.(string); ok && code == "" && typ == "" {
 		code = s
 	}
 	return typ, code, msg
 }
 
-// parseErrorObject reads an error value: an object with type, code and
+// ParseErrorObject reads an error value: an object with type, code and
 // message, or a bare string (the message).
-func parseErrorObject(raw json.RawMessage) (typ, code, msg string) {
+func ParseErrorObject(raw json.RawMessage) (typ, code, msg string) {
 	var o struct {
 		Type    any `json:"type"`
 		Code    any `json:"code"`
@@ -94,12 +94,12 @@ func scalar(v any) string {
 func (e *StatusError) Error() string {
 	s := fmt.Sprintf("api: status %d", e.Response.StatusCode)
 	if e.Code != "" {
-		s += " (" + truncate(e.Code, 100) + ")"
+		s += " (" + Truncate(e.Code, 100) + ")"
 	} else if e.Type != "" {
-		s += " (" + truncate(e.Type, 100) + ")"
+		s += " (" + Truncate(e.Type, 100) + ")"
 	}
 	if e.Message != "" {
-		s += ": " + truncate(e.Message, 200)
+		s += ": " + Truncate(e.Message, 200)
 	}
 	return s
 }
@@ -237,7 +237,8 @@ func boundedWait(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second))
 }
 
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes (plus "…"), never inside a character.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

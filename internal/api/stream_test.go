@@ -70,22 +70,35 @@ func parseCompletion(t *testing.T, b []byte) completion {
 	return c
 }
 
-// chunkRecorder collects what OnChunk receives.
+// chunkRecorder collects what OnDelta receives.
 type chunkRecorder struct {
 	mu     sync.Mutex
-	chunks []api.Chunk
+	deltas []api.Delta
 }
 
-func (r *chunkRecorder) on(c api.Chunk) {
+func (r *chunkRecorder) on(d api.Delta) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.chunks = append(r.chunks, c)
+	r.deltas = append(r.deltas, d)
 }
 
-func (r *chunkRecorder) all() []api.Chunk {
+func (r *chunkRecorder) all() []api.Delta {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]api.Chunk(nil), r.chunks...)
+	return append([]api.Delta(nil), r.deltas...)
+}
+
+// deltaText is the content and reasoning a chat delta carries.
+func deltaText(t *testing.T, d api.Delta) (content, reasoning string) {
+	t.Helper()
+	var v struct {
+		Content          string `json:"content"`
+		ReasoningContent string `json:"reasoning_content"`
+	}
+	if err := json.Unmarshal(d.Data, &v); err != nil {
+		t.Errorf("delta %d: Data %q is not a JSON object: %v", d.Seq, d.Data, err)
+	}
+	return v.Content, v.ReasoningContent
 }
 
 // chatBody is a request body for the mock.
@@ -116,12 +129,12 @@ func TestDoStreamMatchesDo(t *testing.T) {
 			c := startMock(t, tc.cfg)
 			ctx := context.Background()
 
-			plain, err := c.Do(ctx, tc.body)
+			plain, err := c.Do(ctx, chatReq(tc.body))
 			if err != nil {
 				t.Fatalf("Do: %v", err)
 			}
 			var rec chunkRecorder
-			streamed, st, err := c.DoStream(ctx, tc.body, api.StreamOptions{IdleTimeout: 5 * time.Second, OnChunk: rec.on})
+			streamed, st, err := doStream(c, ctx, tc.body, api.StreamOptions{IdleTimeout: 5 * time.Second, OnDelta: rec.on})
 			if err != nil {
 				t.Fatalf("DoStream: %v", err)
 			}
@@ -152,35 +165,26 @@ func TestDoStreamMatchesDo(t *testing.T) {
 				}
 			}
 
-			// OnChunk saw every chunk in order: concatenating the deltas
-			// gives the answer back, and the last chunk is the usage chunk.
-			chunks := rec.all()
-			if len(chunks) != st.Chunks || st.Chunks < 3 {
-				t.Fatalf("OnChunk called %d times, stats say %d chunks", len(chunks), st.Chunks)
+			// OnDelta saw every delta in order: concatenating them gives
+			// the answer back.
+			deltas := rec.all()
+			if len(deltas) != st.Deltas || st.Deltas < 3 {
+				t.Fatalf("OnDelta called %d times, stats say %d deltas", len(deltas), st.Deltas)
 			}
 			content, reasoning := map[int]string{}, map[int]string{}
-			for i, ch := range chunks {
-				if ch.Seq != i {
-					t.Errorf("chunk %d has Seq %d", i, ch.Seq)
+			for i, d := range deltas {
+				if d.Seq != i {
+					t.Errorf("delta %d has Seq %d", i, d.Seq)
 				}
-				for _, d := range ch.Choices {
-					var raw map[string]any
-					if err := json.Unmarshal(d.Delta, &raw); err != nil {
-						t.Errorf("chunk %d: Delta %q is not a JSON object: %v", i, d.Delta, err)
-					}
-					content[d.Index] += d.Content
-					reasoning[d.Index] += d.ReasoningContent
-				}
+				c, r := deltaText(t, d)
+				content[d.Index] += c
+				reasoning[d.Index] += r
 			}
 			for _, ch := range want.Choices {
 				if content[ch.Index] != *ch.Message.Content || reasoning[ch.Index] != ch.Message.ReasoningContent {
 					t.Errorf("choice %d: deltas concatenate to %q / %q, want %q / %q", ch.Index,
 						content[ch.Index], reasoning[ch.Index], *ch.Message.Content, ch.Message.ReasoningContent)
 				}
-			}
-			last := chunks[len(chunks)-1]
-			if last.Usage == nil || len(last.Choices) != 0 {
-				t.Errorf("last chunk = %+v, want the usage chunk", last)
 			}
 			if st.TTFT <= 0 || st.TTFT < tc.cfg.TTFT {
 				t.Errorf("TTFT = %s, want > 0 and >= the mock's %s", st.TTFT, tc.cfg.TTFT)
@@ -267,7 +271,7 @@ func TestDoStreamRequestBody(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv, reqs := sseServer(t, helloStream...)
-			if _, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(tc.body), api.StreamOptions{}); err != nil {
+			if _, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(tc.body), api.StreamOptions{}); err != nil {
 				t.Fatalf("DoStream: %v", err)
 			}
 			got := <-reqs
@@ -285,7 +289,7 @@ func TestDoStreamRequestBody(t *testing.T) {
 		t.Parallel()
 		srv, reqs := sseServer(t, helloStream...)
 		for _, body := range []string{`[]`, `null`, `not json`, `{"stream_options":[1]}`} {
-			resp, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(body), api.StreamOptions{})
+			resp, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(body), api.StreamOptions{})
 			if err == nil || resp != nil || api.Retryable(err) {
 				t.Errorf("DoStream(%s) = %v, %v; want a non-retryable error and no answer", body, resp, err)
 			}
@@ -352,7 +356,7 @@ func TestDoStreamFraming(t *testing.T) {
 			t.Parallel()
 			srv, _ := sseServer(t, tc.events...)
 			var rec chunkRecorder
-			resp, st, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{OnChunk: rec.on})
+			resp, st, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{OnDelta: rec.on})
 			if err != nil {
 				t.Fatalf("DoStream: %v", err)
 			}
@@ -364,13 +368,8 @@ func TestDoStreamFraming(t *testing.T) {
 			if c.ID != "chatcmpl-hand" || c.Model != "grok-test" || c.Usage["total_tokens"] != 11.0 {
 				t.Errorf("assembled %s", resp.Body)
 			}
-			if len(rec.all()) != st.Chunks {
-				t.Errorf("OnChunk called %d times, stats say %d", len(rec.all()), st.Chunks)
-			}
-			for _, ch := range rec.all() {
-				if len(ch.Choices) == 0 && ch.Usage == nil {
-					t.Errorf("OnChunk got an empty chunk %+v", ch)
-				}
+			if len(rec.all()) != st.Deltas {
+				t.Errorf("OnDelta called %d times, stats say %d", len(rec.all()), st.Deltas)
 			}
 		})
 	}
@@ -394,7 +393,7 @@ func TestDoStreamAssemblesEverything(t *testing.T) {
 		doneEvent,
 	)
 	var rec chunkRecorder
-	resp, st, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{OnChunk: rec.on})
+	resp, st, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{OnDelta: rec.on})
 	if err != nil {
 		t.Fatalf("DoStream: %v", err)
 	}
@@ -432,25 +431,21 @@ func TestDoStreamAssemblesEverything(t *testing.T) {
 		t.Errorf("logprobs: %s", resp.Body)
 	}
 
-	// The fragments reached OnChunk as they came, with their raw delta.
-	chunks := rec.all()
-	if len(chunks) != 11 || st.Chunks != 11 {
-		t.Fatalf("%d chunks, stats %d; want 11", len(chunks), st.Chunks)
+	// The fragments reached OnDelta as they came, with their raw delta:
+	// one a choice of a chunk (the usage chunk has none).
+	deltas := rec.all()
+	if len(deltas) != 11 || st.Deltas != 11 {
+		t.Fatalf("%d deltas, stats %d; want 11", len(deltas), st.Deltas)
 	}
-	first := chunks[0].Choices
-	if len(first) != 2 || first[0].Index != 0 || first[1].Index != 1 || first[0].Role != "assistant" ||
-		!reflect.DeepEqual(first[0].ToolCalls, []api.ToolCallDelta{{Index: 0, ID: "call_a", Type: "function", Name: "get_weather"}}) {
-		t.Errorf("chunk 0 = %+v", first)
+	if d := deltas[0]; d.Index != 0 || !d.Token || deltas[1].Index != 1 || deltas[1].Token ||
+		!bytes.Contains(d.Data, []byte(`"name":"get_weather"`)) {
+		t.Errorf("deltas 0, 1 = %+v, %+v", d, deltas[1])
 	}
-	if d := chunks[1].Choices[0]; string(d.Delta) != `{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}` ||
-		d.ToolCalls[0].Arguments != `{"city":` {
-		t.Errorf("chunk 1 = %+v (delta %s)", d, d.Delta)
+	if d := deltas[2]; string(d.Data) != `{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}` || !d.Token {
+		t.Errorf("delta 2 = %+v (data %s)", d, d.Data)
 	}
-	if d := chunks[8].Choices[0]; d.FinishReason != "tool_calls" || string(d.Delta) != `{}` {
-		t.Errorf("chunk 8 = %+v", d)
-	}
-	if !bytes.Contains(chunks[10].Usage, []byte(`"accepted_prediction_tokens":0`)) {
-		t.Errorf("usage chunk = %s", chunks[10].Usage)
+	if d := deltas[9]; d.FinishReason != "tool_calls" || string(d.Data) != `{}` || d.Token {
+		t.Errorf("delta 9 = %+v", d)
 	}
 	if !bytes.Contains(resp.Body, []byte(`"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"completion_tokens_details":{"reasoning_tokens":0,"accepted_prediction_tokens":0}}`)) {
 		t.Errorf("usage not verbatim: %s", resp.Body)
@@ -468,7 +463,7 @@ func TestDoStreamAfterDone(t *testing.T) {
 			GotConn: func(info httptrace.GotConnInfo) { reused = append(reused, info.Reused) },
 		})
 		for range 2 {
-			if _, _, err := c.DoStream(ctx, []byte(`{}`), api.StreamOptions{IdleTimeout: time.Second}); err != nil {
+			if _, _, err := doStream(c, ctx, []byte(`{}`), api.StreamOptions{IdleTimeout: time.Second}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -491,7 +486,7 @@ func TestDoStreamAfterDone(t *testing.T) {
 		t.Cleanup(srv.Close)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, _, err := newClient(t, srv.URL).DoStream(ctx, []byte(`{}`), api.StreamOptions{IdleTimeout: 5 * time.Second})
+		resp, _, err := doStream(newClient(t, srv.URL), ctx, []byte(`{}`), api.StreamOptions{IdleTimeout: 5 * time.Second})
 		if err != nil {
 			t.Fatalf("DoStream: %v", err)
 		}
@@ -510,7 +505,7 @@ func TestDoStreamToolCallsWithoutIndex(t *testing.T) {
 		event(chunk(`{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"}"}}]},"finish_reason":"tool_calls"}`)),
 		doneEvent,
 	)
-	resp, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{})
+	resp, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +523,7 @@ func TestDoStreamSlowButAlive(t *testing.T) {
 	const idle = 600 * time.Millisecond
 	c := startMock(t, mockapi.Config{TTFT: 50 * time.Millisecond, TokensPerSecond: 100, CompletionTokens: 200})
 	start := time.Now()
-	resp, st, err := c.DoStream(context.Background(), chatBody("grok-3-mini", "Take your time", ""), api.StreamOptions{IdleTimeout: idle})
+	resp, st, err := doStream(c, context.Background(), chatBody("grok-3-mini", "Take your time", ""), api.StreamOptions{IdleTimeout: idle})
 	if err != nil {
 		t.Fatalf("DoStream: %v", err)
 	}
@@ -563,9 +558,9 @@ func TestDoStreamOnChunkTimeIsNotIdle(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	first := true
-	_, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{
+	_, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{
 		IdleTimeout: idle,
-		OnChunk: func(api.Chunk) {
+		OnDelta: func(api.Delta) {
 			if first {
 				first = false
 				time.Sleep(4 * idle) // a slow consumer, not a stalled server
@@ -642,7 +637,7 @@ func TestDoStreamStall(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			start := time.Now()
-			resp, st, err := c.DoStream(ctx, chatBody("grok-3-mini", "Stall please", ""), api.StreamOptions{IdleTimeout: idle, OnChunk: rec.on})
+			resp, st, err := doStream(c, ctx, chatBody("grok-3-mini", "Stall please", ""), api.StreamOptions{IdleTimeout: idle, OnDelta: rec.on})
 			took := time.Since(start)
 			if !errors.Is(err, api.ErrStreamIdle) || !errors.Is(err, api.ErrTimeout) || !api.Retryable(err) {
 				t.Fatalf("DoStream error = %v, want a retryable ErrStreamIdle", err)
@@ -653,8 +648,8 @@ func TestDoStreamStall(t *testing.T) {
 			if resp == nil || resp.StatusCode != 200 || resp.Body != nil {
 				t.Errorf("answer = %+v, want status 200 without a body", resp)
 			}
-			if got := len(rec.all()) > 0; got != tc.wantChunks || st.Chunks != len(rec.all()) {
-				t.Errorf("%d chunks before the stall (stats %d)", len(rec.all()), st.Chunks)
+			if got := len(rec.all()) > 0; got != tc.wantChunks || st.Deltas != len(rec.all()) {
+				t.Errorf("%d chunks before the stall (stats %d)", len(rec.all()), st.Deltas)
 			}
 		})
 	}
@@ -667,7 +662,7 @@ func TestDoStreamTotalDeadline(t *testing.T) {
 	c := startMock(t, mockapi.Config{StreamStallProb: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, _, err := c.DoStream(ctx, chatBody("grok-3-mini", "Stall please", ""), api.StreamOptions{})
+	_, _, err := doStream(c, ctx, chatBody("grok-3-mini", "Stall please", ""), api.StreamOptions{})
 	if !errors.Is(err, api.ErrTimeout) || errors.Is(err, api.ErrStreamIdle) || !api.Retryable(err) {
 		t.Fatalf("DoStream error = %v, want ErrTimeout", err)
 	}
@@ -692,7 +687,7 @@ func TestDoStreamErrorEvent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv, _ := sseServer(t, helloStream[0], helloStream[1], "event: error\n"+event(tc.data), helloStream[2])
-			resp, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{})
+			resp, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{})
 			var se *api.StreamError
 			if !errors.As(err, &se) {
 				t.Fatalf("DoStream error = %v, want a *StreamError", err)
@@ -731,7 +726,7 @@ func TestDoStreamBrokenStreams(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv, _ := sseServer(t, tc.events...)
-			resp, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{})
+			resp, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{})
 			if !errors.Is(err, tc.want) || !api.Retryable(err) {
 				t.Fatalf("DoStream error = %v, want a retryable %v", err, tc.want)
 			}
@@ -749,7 +744,7 @@ func TestDoStreamBrokenStreams(t *testing.T) {
 			panic(http.ErrAbortHandler)
 		}))
 		t.Cleanup(srv.Close)
-		_, _, err := newClient(t, srv.URL).DoStream(context.Background(), []byte(`{}`), api.StreamOptions{})
+		_, _, err := doStream(newClient(t, srv.URL), context.Background(), []byte(`{}`), api.StreamOptions{})
 		if !errors.Is(err, api.ErrTransport) || !api.Retryable(err) {
 			t.Fatalf("DoStream error = %v, want ErrTransport", err)
 		}
@@ -786,8 +781,8 @@ func TestDoStreamNon2xxLikeDo(t *testing.T) {
 				_, _ = io.WriteString(w, tc.body)
 			})
 			c := newClient(t, srv.URL)
-			want, wantErr := c.Do(context.Background(), []byte(`{}`))
-			got, st, gotErr := c.DoStream(context.Background(), []byte(`{}`), api.StreamOptions{IdleTimeout: time.Second})
+			want, wantErr := c.Do(context.Background(), chatReq([]byte(`{}`)))
+			got, st, gotErr := doStream(c, context.Background(), []byte(`{}`), api.StreamOptions{IdleTimeout: time.Second})
 			if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || reflect.TypeOf(gotErr) != reflect.TypeOf(wantErr) {
 				t.Errorf("DoStream error = %v (%T), Do's = %v (%T)", gotErr, gotErr, wantErr, wantErr)
 			}
@@ -802,7 +797,7 @@ func TestDoStreamNon2xxLikeDo(t *testing.T) {
 			if got.StatusCode != want.StatusCode || string(got.Body) != string(want.Body) || got.RequestID != want.RequestID {
 				t.Errorf("DoStream answer %d %q %q, Do's %d %q %q", got.StatusCode, got.RequestID, got.Body, want.StatusCode, want.RequestID, want.Body)
 			}
-			if st.Chunks != 0 || st.TTFT != 0 {
+			if st.Deltas != 0 || st.TTFT != 0 {
 				t.Errorf("stats = %+v, want none", st)
 			}
 		})
@@ -837,7 +832,7 @@ func FuzzDoStream(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, _, err := c.DoStream(context.Background(), []byte(`{"model":"m"}`), api.StreamOptions{OnChunk: func(api.Chunk) {}})
+		resp, _, err := doStream(c, context.Background(), []byte(`{"model":"m"}`), api.StreamOptions{OnDelta: func(api.Delta) {}})
 		if err != nil {
 			if !api.Retryable(err) && !errors.Is(err, api.ErrQuota) {
 				t.Fatalf("unclassified error %v", err)
@@ -862,18 +857,13 @@ func ExampleClient_DoStream() {
 	c, _ := api.New(api.Config{BaseURL: srv.URL + "/v1"})
 
 	body := []byte(`{"model":"grok-3-mini","messages":[{"role":"user","content":"Hello, stream!"}],"max_tokens":6}`)
-	resp, st, err := c.DoStream(context.Background(), body, api.StreamOptions{
+	resp, st, err := doStream(c, context.Background(), body, api.StreamOptions{
 		IdleTimeout: 10 * time.Second,
-		OnChunk: func(ch api.Chunk) {
-			for _, d := range ch.Choices {
-				if d.FinishReason != "" {
-					fmt.Printf("chunk %d: %s finish_reason=%s\n", ch.Seq, d.Delta, d.FinishReason)
-				} else {
-					fmt.Printf("chunk %d: %s\n", ch.Seq, d.Delta)
-				}
-			}
-			if ch.Usage != nil {
-				fmt.Printf("chunk %d: usage\n", ch.Seq)
+		OnDelta: func(d api.Delta) {
+			if d.FinishReason != "" {
+				fmt.Printf("delta %d: %s finish_reason=%s\n", d.Seq, d.Data, d.FinishReason)
+			} else {
+				fmt.Printf("delta %d: %s\n", d.Seq, d.Data)
 			}
 		},
 	})
@@ -888,14 +878,13 @@ func ExampleClient_DoStream() {
 		}
 	}
 	_ = json.Unmarshal(resp.Body, &out)
-	fmt.Println(resp.StatusCode, out.Choices[0].FinishReason, st.Chunks, "chunks")
+	fmt.Println(resp.StatusCode, out.Choices[0].FinishReason, st.Deltas, "deltas")
 	fmt.Println(out.Choices[0].Message.Content)
 	// Output:
-	// chunk 0: {"role":"assistant","content":""}
-	// chunk 1: {"content":"mock answer #dbdab780:"}
-	// chunk 2: {"content":" Hello, stream! aute"}
-	// chunk 3: {} finish_reason=length
-	// chunk 4: usage
-	// 200 length 5 chunks
+	// delta 0: {"role":"assistant","content":""}
+	// delta 1: {"content":"mock answer #dbdab780:"}
+	// delta 2: {"content":" Hello, stream! aute"}
+	// delta 3: {} finish_reason=length
+	// 200 length 4 deltas
 	// mock answer #dbdab780: Hello, stream! aute
 }

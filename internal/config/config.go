@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/sluice-dev/sluice/record"
 )
 
 // Prefix is the environment prefix of every sluice variable (the struct
@@ -68,9 +70,12 @@ type Kafka struct {
 	KafkaSecurity
 }
 
-// API is the OpenAI-compatible chat-completions endpoint.
+// API is the OpenAI-compatible API.
 type API struct {
-	BaseURL        string        `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; /chat/completions is appended"`
+	BaseURL string `envconfig:"SLUICE_API_BASE_URL" default:"https://api.x.ai/v1" desc:"OpenAI-compatible base URL; the endpoint's path (/chat/completions, /responses, ...) is appended"`
+	// Endpoint is where bare bodies and simple prompts go; Batch lines
+	// name their own. "" is /v1/chat/completions.
+	Endpoint       string        `envconfig:"SLUICE_ENDPOINT" default:"/v1/chat/completions" desc:"endpoint of bare bodies and simple prompts: /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/completions or /v1/moderations (Batch lines name their own url)"`
 	Key            Secret        `envconfig:"SLUICE_API_KEY" desc:"bearer token (falls back to XAI_API_KEY); never logged"`
 	KeyFile        string        `envconfig:"SLUICE_API_KEY_FILE" desc:"file holding the bearer token (trailing whitespace trimmed), re-read when it changes; instead of SLUICE_API_KEY"`
 	Keyless        bool          `envconfig:"SLUICE_API_KEYLESS" default:"false" desc:"the endpoint needs no API key (e.g. a local vLLM or Ollama): start without one and send no Authorization header"`
@@ -227,6 +232,9 @@ func (a API) Validate() error {
 	u, err := url.Parse(a.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return invalid("API_BASE_URL", "must be an absolute http(s) URL, got %q", a.BaseURL)
+	}
+	if a.Endpoint != "" && !record.SupportedEndpoint(a.Endpoint) {
+		return invalid("ENDPOINT", "must be one of %s, got %q", strings.Join(record.Endpoints(), ", "), a.Endpoint)
 	}
 	if strings.TrimSpace(a.Model) == "" {
 		return invalid("MODEL", "must not be empty")

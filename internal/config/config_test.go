@@ -41,7 +41,7 @@ var allNames = []string{
 	"STREAM", "STREAM_TOPIC", "STREAM_IDLE_TIMEOUT",
 	"MAX_IN_FLIGHT", "RPM", "TPM", "MODEL_LIMITS", "QUOTA_PROBE_INTERVAL", "MAX_BUFFERED_BYTES",
 	"DELIVERY", "ORDERING", "TRANSACTIONAL_ID", "RECORD_DEADLINE",
-	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "REVOKE_TIMEOUT", "LOG_LEVEL",
+	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "ENDPOINT", "REVOKE_TIMEOUT", "LOG_LEVEL",
 	"API_KEYLESS", "COMPRESSION",
 }
 
@@ -122,6 +122,7 @@ func TestLoadConsumeDefaults(t *testing.T) {
 		{"SLUICE_STREAM", c.Stream, false},
 		{"SLUICE_STREAM_TOPIC", c.StreamTopic, ""},
 		{"SLUICE_STREAM_IDLE_TIMEOUT", c.StreamIdleTimeout, 60 * time.Second},
+		{"SLUICE_ENDPOINT", c.Endpoint, "/v1/chat/completions"},
 		{"SLUICE_MAX_BUFFERED_BYTES", c.MaxBufferedBytes, config.ByteSize(256 << 20)},
 		{"SLUICE_HTTP_ADDR", c.HTTPAddr, ":8080"},
 		{"SLUICE_COMMIT_INTERVAL", c.CommitInterval, time.Second},
@@ -226,6 +227,7 @@ func TestLoadConsumeInvalid(t *testing.T) {
 		{"stream not a bool", map[string]string{"SLUICE_STREAM": "sometimes"}, "SLUICE_STREAM"},
 		{"stream idle timeout 0s", map[string]string{"SLUICE_STREAM_IDLE_TIMEOUT": "0s"}, "SLUICE_STREAM_IDLE_TIMEOUT"},
 		{"stream idle timeout negative", map[string]string{"SLUICE_STREAM_IDLE_TIMEOUT": "-1s"}, "SLUICE_STREAM_IDLE_TIMEOUT"},
+		{"endpoint not served", map[string]string{"SLUICE_ENDPOINT": "/v1/images/generations"}, "SLUICE_ENDPOINT"},
 		{"stream topic blank", map[string]string{"SLUICE_STREAM_TOPIC": " "}, "SLUICE_STREAM_TOPIC"},
 		{"stream topic is input", map[string]string{"SLUICE_STREAM_TOPIC": "prompts"}, "SLUICE_STREAM_TOPIC"},
 		{"stream topic is output", map[string]string{"SLUICE_STREAM_TOPIC": "completions"}, "SLUICE_STREAM_TOPIC"},

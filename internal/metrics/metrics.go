@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sluice-dev/sluice/internal/result"
+	"github.com/sluice-dev/sluice/record"
 )
 
 // MaxModels caps the distinct values of the model label; models come from
@@ -137,7 +137,7 @@ func (m *Metrics) Consumed() {
 
 // Published counts a result once it is in Kafka; a failed result was also
 // dead-lettered.
-func (m *Metrics) Published(res *result.Result) {
+func (m *Metrics) Published(res *record.Result) {
 	if m == nil {
 		return
 	}

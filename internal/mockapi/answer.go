@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -26,9 +24,7 @@ type chatRequest struct {
 	MaxCompletionTokens *int           `json:"max_completion_tokens"`
 	N                   *int           `json:"n"`
 	Stream              bool           `json:"stream"`
-	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
+	StreamOptions       *streamOptions `json:"stream_options"`
 }
 
 // chatMessage is one input message; Content is a string, an array of
@@ -53,24 +49,54 @@ type parsedRequest struct {
 	n            int
 	stream       bool
 	includeUsage bool
+	// instructions is a Responses request's, nil when absent.
+	instructions *string
+	// inputs are the texts of an endpoint that answers each input
+	// (embeddings, moderations); dims is an embedding's length.
+	inputs []string
+	dims   int
 }
 
-// parseRequest reads and validates a chat-completions request body.
-func (s *Server) parseRequest(r *http.Request) (*parsedRequest, *apiError) {
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
-	if err != nil {
-		return nil, invalidRequest("", fmt.Sprintf("could not read request body: %v", err))
-	}
-	var req chatRequest
+// chatRoute is POST /chat/completions
+// (https://platform.openai.com/docs/api-reference/chat/create).
+var chatRoute = route{
+	parse: parseChat,
+	answer: func(p *parsedRequest, a *answerPlan, id string, created int64) any {
+		return a.completion(id, p.model, created)
+	},
+	events: chatEvents,
+	done:   "[DONE]",
+}
+
+// decodeBody decodes a request body into v: one JSON value, nothing after.
+func decodeBody(body []byte, v any) *apiError {
 	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		if err == nil {
-			err = errors.New("trailing data after the JSON value")
-		}
-		return nil, invalidRequest("", fmt.Sprintf("We could not parse the JSON body of your request: %v", err))
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON value")
 	}
-	if req.Model == nil || *req.Model == "" {
-		return nil, invalidRequest("model", "you must provide a model parameter")
+	if err != nil {
+		return invalidRequest("", fmt.Sprintf("We could not parse the JSON body of your request: %v", err))
+	}
+	return nil
+}
+
+// needModel checks that a request names a model.
+func needModel(m *string) *apiError {
+	if m == nil || *m == "" {
+		return invalidRequest("model", "you must provide a model parameter")
+	}
+	return nil
+}
+
+// parseChat validates a chat-completions request body.
+func parseChat(body []byte) (*parsedRequest, *apiError) {
+	var req chatRequest
+	if aerr := decodeBody(body, &req); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := needModel(req.Model); aerr != nil {
+		return nil, aerr
 	}
 	if req.Messages == nil {
 		return nil, invalidRequest("messages", "Missing required parameter: 'messages'.")
@@ -96,31 +122,49 @@ func (s *Server) parseRequest(r *http.Request) (*parsedRequest, *apiError) {
 		name string
 		v    *int
 	}{{"max_tokens", req.MaxTokens}, {"max_completion_tokens", req.MaxCompletionTokens}} {
-		if mt.v == nil {
-			continue
+		if aerr := p.setMaxTokens(mt.name, mt.v); aerr != nil { // max_completion_tokens wins: it is set last
+			return nil, aerr
 		}
-		if *mt.v < 1 {
-			return nil, invalidRequest(mt.name, fmt.Sprintf("Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", mt.name, *mt.v))
-		}
-		p.maxTokens = *mt.v // max_completion_tokens wins: it is checked last
 	}
-	if req.N != nil {
-		if *req.N < 1 || *req.N > 128 {
-			return nil, invalidRequest("n", fmt.Sprintf("Invalid 'n': expected a value in [1, 128], but got %d instead.", *req.N))
-		}
-		p.n = *req.N
-	}
-	if req.StreamOptions != nil {
-		if !req.Stream {
-			return nil, invalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
-		}
-		p.includeUsage = req.StreamOptions.IncludeUsage
-	}
-	if s.models != nil && !s.models[p.model] {
-		return nil, newError(http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
-			fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", p.model))
+	if aerr := p.setChoices(req.N, req.Stream, req.StreamOptions); aerr != nil {
+		return nil, aerr
 	}
 	return p, nil
+}
+
+// streamOptions is a request's stream_options (chat, legacy completions).
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// setMaxTokens sets maxTokens to the ceiling named name (max_tokens,
+// max_output_tokens, ...) when given: at least 1.
+func (p *parsedRequest) setMaxTokens(name string, v *int) *apiError {
+	if v == nil {
+		return nil
+	}
+	if *v < 1 {
+		return invalidRequest(name, fmt.Sprintf("Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", name, *v))
+	}
+	p.maxTokens = *v
+	return nil
+}
+
+// setChoices sets n (1 to 128) and, with a stream, stream_options.
+func (p *parsedRequest) setChoices(n *int, stream bool, so *streamOptions) *apiError {
+	if n != nil {
+		if *n < 1 || *n > 128 {
+			return invalidRequest("n", fmt.Sprintf("Invalid 'n': expected a value in [1, 128], but got %d instead.", *n))
+		}
+		p.n = *n
+	}
+	if so != nil {
+		if !stream {
+			return invalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+		}
+		p.includeUsage = so.IncludeUsage
+	}
+	return nil
 }
 
 // contentText flattens a message content (string, parts array or null).

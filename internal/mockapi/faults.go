@@ -50,7 +50,7 @@ func (s *Server) drawFault(stream bool) Fault {
 // serveFault answers a request with fault f and reports whether it did;
 // resets are left to the caller, malformed and stall faults of streams to
 // the streamer.
-func (s *Server) serveFault(ctx context.Context, w http.ResponseWriter, r *http.Request, f Fault, p *parsedRequest, a *answerPlan, id string) bool {
+func (s *Server) serveFault(ctx context.Context, w http.ResponseWriter, r *http.Request, f Fault, stream bool, answer func() any) bool {
 	switch f {
 	case FaultFail5xx:
 		writeError(w, serverError([]int{500, 502, 503}[s.randIntN(3)]))
@@ -65,10 +65,10 @@ func (s *Server) serveFault(ctx context.Context, w http.ResponseWriter, r *http.
 		<-ctx.Done()
 		abort(r)
 	case FaultMalformed:
-		if p.stream {
+		if stream {
 			return false
 		}
-		b, _ := json.Marshal(a.completion(id, p.model, s.now().Unix()))
+		b, _ := json.Marshal(answer())
 		writeRaw(w, http.StatusOK, "application/json", b[:1+s.randIntN(len(b)-1)])
 	default:
 		return false

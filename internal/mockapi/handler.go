@@ -4,15 +4,47 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
 )
 
-// handleChat serves POST /v1/chat/completions. Order of checks: auth,
-// request validation, rate limits, faults, then the (possibly streamed)
-// answer after the simulated latency.
-func (s *Server) handleChat(rw http.ResponseWriter, r *http.Request) {
+// route is what differs between the endpoints the simulator serves: how
+// a request is read and what is answered, plain or streamed. Auth, the
+// RPM/TPM buckets, faults, latency and stats are common to all of them
+// (Server.serve).
+type route struct {
+	// parse validates a request body.
+	parse func(body []byte) (*parsedRequest, *apiError)
+	// anyModel: the endpoint serves any model name (embeddings,
+	// moderations), not only Config.Models.
+	anyModel bool
+	// plan derives the answer; nil is Server.plan (generated text).
+	plan func(p *parsedRequest) *answerPlan
+	// answer is the plain answer, JSON-encoded.
+	answer func(p *parsedRequest, a *answerPlan, id string, created int64) any
+	// events is the streamed answer (nil: the endpoint does not stream,
+	// and parse refuses "stream": true); done is sent as the data of a
+	// last event ("[DONE]"), "" for none.
+	events func(p *parsedRequest, a *answerPlan, id string, created int64) []outEvent
+	done   string
+}
+
+// routes are the endpoints served, by path below /v1 (each is served at
+// "/v1"+path and at path).
+var routes = map[string]route{
+	"/chat/completions": chatRoute,
+	"/responses":        responsesRoute,
+	"/embeddings":       embeddingsRoute,
+	"/completions":      completionsRoute,
+	"/moderations":      moderationsRoute,
+}
+
+// serve answers one request of rt. Order of checks: auth, request
+// validation, rate limits, faults, then the (possibly streamed) answer
+// after the simulated latency.
+func (s *Server) serve(rt route, rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	s.stats.begin(s.now())
 	ended := false
@@ -36,12 +68,29 @@ func (s *Server) handleChat(rw http.ResponseWriter, r *http.Request) {
 			"Incorrect API key provided. You can obtain an API key from the console."))
 		return
 	}
-	p, aerr := s.parseRequest(r)
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	if err != nil {
+		writeError(w, invalidRequest("", fmt.Sprintf("could not read request body: %v", err)))
+		return
+	}
+	p, aerr := rt.parse(body)
+	if aerr == nil && p.stream && rt.events == nil {
+		aerr = invalidRequest("stream", "This endpoint does not support streaming.")
+	}
+	if aerr == nil && !rt.anyModel && s.models != nil && !s.models[p.model] {
+		aerr = newError(http.StatusNotFound, "invalid_request_error", "model_not_found", "model",
+			fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", p.model))
+	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	a := s.plan(p)
+	var a *answerPlan
+	if rt.plan != nil {
+		a = rt.plan(p)
+	} else {
+		a = s.plan(p)
+	}
 
 	d := s.limits.admit(a.budgetTokens)
 	d.setHeaders(w.Header())
@@ -61,11 +110,11 @@ func (s *Server) handleChat(rw http.ResponseWriter, r *http.Request) {
 		resetConn(w)
 		return
 	}
-	if s.serveFault(ctx, w, r, f, p, a, id) {
+	if s.serveFault(ctx, w, r, f, p.stream, func() any { return rt.answer(p, a, id, s.now().Unix()) }) {
 		return
 	}
 	if p.stream {
-		s.stream(ctx, w, r, p, a, id, f)
+		s.stream(ctx, w, r, a, rt.events(p, a, id, s.now().Unix()), rt.done, f)
 		return
 	}
 	first, rest := s.timing(a, 0)
@@ -73,7 +122,7 @@ func (s *Server) handleChat(rw http.ResponseWriter, r *http.Request) {
 		abort(r)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.completion(id, p.model, s.now().Unix()))
+	writeJSON(w, http.StatusOK, rt.answer(p, a, id, s.now().Unix()))
 	s.stats.usage(a.usage())
 }
 

@@ -172,8 +172,10 @@ func (e testError) code() string {
 	return *e.Error.Code
 }
 
-// sseEvent is one parsed server-sent event: a data payload or a comment.
+// sseEvent is one parsed server-sent event: a data payload, with the
+// name of its "event:" line if any, or a comment.
 type sseEvent struct {
+	name    string
 	data    string
 	comment bool
 }
@@ -183,14 +185,17 @@ func readSSE(r io.Reader) ([]sseEvent, error) {
 	var evs []sseEvent
 	sc := bufio.NewScanner(r)
 	var data []string
+	name := ""
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
 		case line == "":
 			if data != nil {
-				evs = append(evs, sseEvent{data: strings.Join(data, "\n")})
-				data = nil
+				evs = append(evs, sseEvent{name: name, data: strings.Join(data, "\n")})
+				data, name = nil, ""
 			}
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, ":"):
 			evs = append(evs, sseEvent{data: line, comment: true})
 		case strings.HasPrefix(line, "data: "):

@@ -1,13 +1,25 @@
-// Package mockapi is an in-process simulator of an OpenAI-compatible
-// chat-completions API (xAI Grok flavoured) for tests, benchmarks and demos.
+// Package mockapi is an in-process simulator of an OpenAI-compatible API
+// (xAI Grok flavoured) for tests, benchmarks and demos.
 //
-// It answers POST /v1/chat/completions (and /chat/completions) with
-// deterministic completions derived from the request only, streams them as
-// server-sent events when asked to, enforces per-second smoothed RPM/TPM
-// token buckets with OpenAI-style 429 answers and x-ratelimit-* headers, and
-// injects faults (5xx, spurious 429, quota exhaustion, hangs, connection
-// resets, malformed bodies, stalled streams) with configurable probabilities.
-// GET /v1/models, GET /stats and GET /healthz complete the surface.
+// It serves, at /v1/... and without the /v1 prefix, one file each:
+//   - POST /v1/chat/completions (answer.go, stream.go): deterministic
+//     completions derived from the request only, streamed as data-only
+//     chat.completion.chunk events when asked to;
+//   - POST /v1/responses (responses.go): the same text as a response
+//     object, streamed as the Responses API's typed events
+//     (response.created ... response.completed);
+//   - POST /v1/embeddings (embeddings.go): deterministic unit vectors;
+//   - POST /v1/completions (completions.go): legacy text_completion, plain
+//     or streamed;
+//   - POST /v1/moderations (moderations.go): deterministic results, a
+//     category flagged when the input names it.
+//
+// Every route shares one path (handler.go): auth, per-second smoothed
+// RPM/TPM token buckets with OpenAI-style 429 answers and x-ratelimit-*
+// headers, injected faults (5xx, spurious 429, quota exhaustion, hangs,
+// connection resets, malformed bodies, stalled streams) with configurable
+// probabilities, and the simulated latency. GET /v1/models, GET /stats
+// and GET /healthz complete the surface.
 //
 // Typical in-process use:
 //
@@ -211,8 +223,11 @@ func New(cfg Config) *Server {
 	s.closed, s.close = context.WithCancel(context.Background())
 	s.stats.reset(0)
 
-	s.mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
-	s.mux.HandleFunc("POST /chat/completions", s.handleChat)
+	for path, rt := range routes {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(rt, w, r) })
+		s.mux.Handle("POST /v1"+path, h)
+		s.mux.Handle("POST "+path, h)
+	}
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
 	s.mux.HandleFunc("GET /models", s.handleModels)
 	s.mux.HandleFunc("GET /stats", s.handleStats)

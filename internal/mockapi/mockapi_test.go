@@ -3,8 +3,10 @@ package mockapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -125,7 +127,7 @@ func TestRoutesAndAuth(t *testing.T) {
 		{"bad max_tokens", "/v1/chat/completions", reqBody(t, "grok-4", "x", map[string]any{"max_tokens": 0}), bearer("sk-good"), 400, "invalid_request_error", ""},
 		{"stream_options without stream", "/v1/chat/completions", reqBody(t, "grok-4", "x", map[string]any{"stream_options": map[string]any{"include_usage": true}}), bearer("sk-good"), 400, "invalid_request_error", ""},
 		{"unknown model", "/v1/chat/completions", reqBody(t, "gpt-9", "x", nil), bearer("sk-good"), 404, "invalid_request_error", "model_not_found"},
-		{"unknown path", "/v1/embeddings", ok, bearer("sk-good"), 404, "invalid_request_error", "unknown_url"},
+		{"unknown path", "/v1/images/generations", ok, bearer("sk-good"), 404, "invalid_request_error", "unknown_url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,7 +135,7 @@ func TestRoutesAndAuth(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tt.status, b)
 			}
-			if tt.path != "/v1/embeddings" && !strings.HasPrefix(resp.Header.Get("x-request-id"), "req_") {
+			if tt.path != "/v1/images/generations" && !strings.HasPrefix(resp.Header.Get("x-request-id"), "req_") {
 				t.Errorf("x-request-id = %q", resp.Header.Get("x-request-id"))
 			}
 			if tt.status == 200 {
@@ -211,5 +213,46 @@ func TestRequestIDsUnique(t *testing.T) {
 			t.Fatalf("request id %q duplicate or malformed", id)
 		}
 		seen[id] = true
+	}
+}
+
+// Embeddings are deterministic unit vectors with usage, one per input.
+func TestEmbeddings(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(New(Config{}))
+	t.Cleanup(srv.Close)
+	post := func(body string) (int, []byte) {
+		resp, err := http.Post(srv.URL+"/v1/embeddings", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	status, a := post(`{"model":"e","input":["12345678","abcd"],"dimensions":4}`)
+	_, b := post(`{"model":"e","input":["12345678","abcd"],"dimensions":4}`)
+	var out struct {
+		Data []struct {
+			Index     int
+			Embedding []float64
+		}
+		Usage struct{ PromptTokens, TotalTokens int } `json:"usage"`
+	}
+	if err := json.Unmarshal(a, &out); err != nil || status != 200 || string(a) != string(b) {
+		t.Fatalf("status %d, %s (again %s): %v", status, a, b, err)
+	}
+	if len(out.Data) != 2 || len(out.Data[1].Embedding) != 4 || out.Data[1].Index != 1 {
+		t.Fatalf("%s", a)
+	}
+	sum := 0.0
+	for _, x := range out.Data[0].Embedding {
+		sum += x * x
+	}
+	if sum < 0.999 || sum > 1.001 {
+		t.Errorf("|v|^2 = %v, want 1", sum)
+	}
+	if status, _ := post(`{"model":"e","input":[]}`); status != 400 {
+		t.Errorf("empty input: status %d, want 400", status)
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// Stats are the counters of chat-completion requests since New or the last
-// ResetStats. Other routes are not counted.
+// Stats are the counters of API requests (every POST route) since New or
+// the last ResetStats; /v1/models, /stats and /healthz are not counted.
 type Stats struct {
-	// Requests counts chat-completion requests received.
+	// Requests counts API requests received.
 	Requests int64 `json:"requests"`
 	// ByStatus counts answers by HTTP status; aborted requests (hang,
 	// reset, client gone) have no status and are not counted here.
@@ -24,7 +24,8 @@ type Stats struct {
 	// MaxConcurrency is the largest InFlight seen.
 	MaxConcurrency int64 `json:"max_concurrency"`
 	// PromptTokens, CompletionTokens and ReasoningTokens sum the usage of
-	// fully delivered answers.
+	// fully delivered answers (an embedding's or a moderation's input is
+	// prompt tokens).
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
 	ReasoningTokens  int64 `json:"reasoning_tokens"`

@@ -38,14 +38,6 @@ type delta struct {
 	ReasoningContent *string `json:"reasoning_content,omitempty"`
 }
 
-// piece is one content or reasoning delta of a choice.
-type piece struct {
-	choice    int
-	text      string
-	tokens    int
-	reasoning bool
-}
-
 // splitDeltas cuts text into deltas of n words whose concatenation is text.
 func splitDeltas(text string, n int) []string {
 	if text == "" {
@@ -103,93 +95,137 @@ func (e *sseWriter) flush() {
 	}
 }
 
-// event sends v as one "data:" event.
-func (e *sseWriter) event(v any) {
-	b, err := json.Marshal(v)
+// outEvent is one server-sent event of a streamed answer.
+type outEvent struct {
+	// name is its "event:" line (the Responses API's typed events), "" for
+	// none.
+	name string
+	// data is JSON-encoded as its "data:" line.
+	data any
+	// tokens is the generated tokens it carries: an event with tokens
+	// (a piece) is paced by the generation time.
+	tokens int
+}
+
+// send writes ev; data is its JSON encoding, cut to cut bytes when cut > 0.
+func (e *sseWriter) send(ev outEvent, cut func(n int) int) {
+	b, err := json.Marshal(ev.data)
 	if err != nil {
 		e.err = err
 		return
 	}
-	e.raw("data: " + string(b) + "\n\n")
+	if cut != nil {
+		b = b[:cut(len(b))]
+	}
+	var out []byte
+	if ev.name != "" {
+		out = append(append(append(out, "event: "...), ev.name...), '\n')
+	}
+	out = append(append(append(out, "data: "...), b...), "\n\n"...)
+	e.raw(string(out))
 }
 
-// stream serves a streamed answer: role chunks, reasoning then content
-// deltas paced by timing, finish chunks, the optional usage chunk and
-// [DONE]. Fault f may be FaultMalformed or FaultStreamStall.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, r *http.Request, p *parsedRequest, a *answerPlan, id string, f Fault) {
-	var pieces []piece
-	totalTokens := 0
-	for i, c := range a.choices {
-		for _, t := range splitDeltas(c.reasoning, wordsPerDelta) {
-			pieces = append(pieces, piece{choice: i, text: t, tokens: len(strings.Fields(t)), reasoning: true})
+// stream serves a streamed answer: the first events after the time to
+// first token, the pieces paced by the generation time, then done as the
+// data of a last event ("[DONE]"; "" sends none). Fault f may be
+// FaultMalformed (the first piece is cut short, the stream ends) or
+// FaultStreamStall (the stream stalls after stallAfterPieces pieces, until
+// the client gives up).
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, r *http.Request, a *answerPlan, events []outEvent, done string, f Fault) {
+	pieces, totalTokens, firstPiece, stallAt := 0, 0, -1, len(events)
+	for i, ev := range events {
+		if ev.tokens <= 0 {
+			continue
 		}
-		for _, t := range splitDeltas(c.content, wordsPerDelta) {
-			pieces = append(pieces, piece{choice: i, text: t, tokens: len(strings.Fields(t))})
+		if firstPiece < 0 {
+			firstPiece = i
+		}
+		if pieces == stallAfterPieces {
+			stallAt = i
+		}
+		pieces++
+		totalTokens += ev.tokens
+	}
+	if stallAt == len(events) { // fewer pieces: stall after the last one
+		for i := len(events) - 1; i >= 0 && events[i].tokens <= 0; i-- {
+			stallAt = i
 		}
 	}
-	for _, pc := range pieces {
-		totalTokens += pc.tokens
-	}
-	first, rest := s.timing(a, len(pieces))
+	first, rest := s.timing(a, pieces)
 
 	e := &sseWriter{w: w, rc: http.NewResponseController(w)}
 	if s.cfg.KeepAlive > 0 {
 		e.start()
 	}
-	created := s.now().Unix()
-	mk := func(choices []chunkChoice, u *usage) chunk {
-		return chunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: created,
-			Model: p.model, SystemFingerprint: systemFingerprint, Choices: choices, Usage: u}
-	}
-
 	if !s.pause(ctx, e, first) {
 		abort(r)
 		return
 	}
-	empty := ""
-	for i := range a.choices {
-		e.event(mk([]chunkChoice{{Index: i, Delta: delta{Role: "assistant", Content: &empty}}}, nil))
-	}
-	if f == FaultMalformed {
-		b, _ := json.Marshal(mk([]chunkChoice{{Index: 0, Delta: delta{Content: &a.choices[0].content}}}, nil))
-		e.raw("data: " + string(b[:1+s.randIntN(len(b)-1)]) + "\n\n")
-		e.raw("data: [DONE]\n\n")
-		return
-	}
-	for k := 0; k <= len(pieces); k++ {
-		if f == FaultStreamStall && k == min(stallAfterPieces, len(pieces)) {
+	for i, ev := range events {
+		if f == FaultStreamStall && i == stallAt {
 			<-ctx.Done()
 			abort(r)
 			return
 		}
-		if k == len(pieces) {
+		if f == FaultMalformed && (i == firstPiece || (firstPiece < 0 && i == len(events)-1)) {
+			e.send(ev, func(n int) int { return 1 + s.randIntN(n-1) })
 			break
 		}
-		pc := pieces[k]
-		if totalTokens > 0 && !s.pause(ctx, e, time.Duration(float64(rest)*float64(pc.tokens)/float64(totalTokens))) {
+		if ev.tokens > 0 && totalTokens > 0 && !s.pause(ctx, e, time.Duration(float64(rest)*float64(ev.tokens)/float64(totalTokens))) {
 			abort(r)
 			return
 		}
-		d := delta{Content: &pc.text}
-		if pc.reasoning {
-			d = delta{ReasoningContent: &pc.text}
-		}
-		e.event(mk([]chunkChoice{{Index: pc.choice, Delta: d}}, nil))
+		e.send(ev, nil)
 		if e.err != nil {
 			return // client gone
 		}
 	}
+	if f == FaultStreamStall && stallAt == len(events) {
+		<-ctx.Done()
+		abort(r)
+		return
+	}
+	if done != "" {
+		e.raw("data: " + done + "\n\n")
+	}
+	if e.err == nil && f == "" {
+		s.stats.usage(a.usage())
+	}
+}
+
+// chatEvents is a streamed chat completion
+// (https://platform.openai.com/docs/api-reference/chat-streaming): role
+// chunks, reasoning then content deltas, finish chunks and, with
+// stream_options.include_usage, a usage chunk.
+func chatEvents(p *parsedRequest, a *answerPlan, id string, created int64) []outEvent {
+	mk := func(choices []chunkChoice, u *usage) outEvent {
+		return outEvent{data: chunk{ID: "chatcmpl-" + id, Object: "chat.completion.chunk", Created: created,
+			Model: p.model, SystemFingerprint: systemFingerprint, Choices: choices, Usage: u}}
+	}
+	var evs []outEvent
+	empty := ""
+	for i := range a.choices {
+		evs = append(evs, mk([]chunkChoice{{Index: i, Delta: delta{Role: "assistant", Content: &empty}}}, nil))
+	}
 	for i, c := range a.choices {
-		e.event(mk([]chunkChoice{{Index: i, FinishReason: &c.finishReason}}, nil))
+		for _, t := range splitDeltas(c.reasoning, wordsPerDelta) {
+			ev := mk([]chunkChoice{{Index: i, Delta: delta{ReasoningContent: &t}}}, nil)
+			ev.tokens = len(strings.Fields(t))
+			evs = append(evs, ev)
+		}
+		for _, t := range splitDeltas(c.content, wordsPerDelta) {
+			ev := mk([]chunkChoice{{Index: i, Delta: delta{Content: &t}}}, nil)
+			ev.tokens = len(strings.Fields(t))
+			evs = append(evs, ev)
+		}
 	}
-	u := a.usage()
+	for i, c := range a.choices {
+		evs = append(evs, mk([]chunkChoice{{Index: i, FinishReason: &c.finishReason}}, nil))
+	}
 	if p.includeUsage {
-		e.event(mk([]chunkChoice{}, u))
+		evs = append(evs, mk([]chunkChoice{}, a.usage()))
 	}
-	e.raw("data: [DONE]\n\n")
-	if e.err == nil {
-		s.stats.usage(u)
-	}
+	return evs
 }
 
 // pause waits d, sending ": keep-alive" comments every KeepAlive when

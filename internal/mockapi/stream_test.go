@@ -248,21 +248,28 @@ func (c *cancelAfterEvents) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// A malformed stream, chat's or a response's, has exactly one data event
+// that does not parse.
 func TestStreamMalformed(t *testing.T) {
 	_, srv := startServer(t, Config{Malformed: 1})
-	resp, b := post(context.Background(), t, srv.URL+"/v1/chat/completions",
-		reqBody(t, "grok-3-mini", "x", map[string]any{"stream": true}), nil)
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	evs, _ := readSSE(strings.NewReader(string(b)))
-	bad := 0
-	for _, ev := range evs {
-		if ev.data != "[DONE]" && !json.Valid([]byte(ev.data)) {
-			bad++
+	for path, body := range map[string]string{
+		"/v1/chat/completions": reqBody(t, "grok-3-mini", "x", map[string]any{"stream": true}),
+		"/v1/responses":        `{"model":"grok-4","input":"x","stream":true}`,
+		"/v1/completions":      `{"model":"grok-4","prompt":"x","stream":true}`,
+	} {
+		resp, b := post(context.Background(), t, srv.URL+path, body, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d", path, resp.StatusCode)
 		}
-	}
-	if bad != 1 {
-		t.Fatalf("%d invalid data events in %q, want 1", bad, b)
+		evs, _ := readSSE(strings.NewReader(string(b)))
+		bad := 0
+		for _, ev := range evs {
+			if ev.data != "[DONE]" && !json.Valid([]byte(ev.data)) {
+				bad++
+			}
+		}
+		if bad != 1 {
+			t.Errorf("%s: %d invalid data events in %q, want 1", path, bad, b)
+		}
 	}
 }

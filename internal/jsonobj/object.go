@@ -1,4 +1,10 @@
-package prompt
+// Package jsonobj reads and writes the top level of JSON objects without
+// re-encoding their values, so that bodies reach the API byte for byte:
+// ReadObject splits an object into raw members, AppendObject writes them
+// back, and Members/Edit change one member's value in place. It also holds
+// the path-naming validation errors every endpoint uses
+// ("invalid input: body.messages[2].role: must be a string, got number").
+package jsonobj
 
 import (
 	"bytes"
@@ -8,9 +14,9 @@ import (
 	"io"
 )
 
-// field is one member of a JSON object, kept exactly as it appeared in the
+// Field is one member of a JSON object, kept exactly as it appeared in the
 // input so that it can be written back byte for byte.
-type field struct {
+type Field struct {
 	// Key is the decoded member name (escapes resolved). It is used for
 	// matching ("custom_id", "model", ...) and duplicate detection.
 	Key string
@@ -22,7 +28,7 @@ type field struct {
 	Value json.RawMessage
 }
 
-// readObject splits data, which must hold exactly one JSON object, into its
+// ReadObject splits data, which must hold exactly one JSON object, into its
 // members in input order. It walks only the top level: nested values are
 // returned as raw bytes without being decoded or re-encoded.
 //
@@ -31,22 +37,22 @@ type field struct {
 // validated value differ from the one the API acts on.
 //
 // The returned error does not wrap ErrInvalidInput; callers add the path.
-func readObject(data []byte) ([]field, error) {
+func ReadObject(data []byte) ([]Field, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, syntaxErr(err)
+		return nil, SyntaxErr(err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, fmt.Errorf("must be an object, got %s", kindOf(data))
+		return nil, fmt.Errorf("must be an object, got %s", KindOf(data))
 	}
-	var fields []field
+	var fields []Field
 	seen := make(map[string]struct{})
 	for dec.More() {
 		start := dec.InputOffset()
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, syntaxErr(err)
+			return nil, SyntaxErr(err)
 		}
 		key, ok := tok.(string)
 		if !ok {
@@ -58,17 +64,17 @@ func readObject(data []byte) ([]field, error) {
 		rawKey := data[start:dec.InputOffset()]
 		rawKey = rawKey[bytes.IndexByte(rawKey, '"'):]
 		if _, dup := seen[key]; dup {
-			return nil, fmt.Errorf("duplicate key %s", quoteTrunc(key))
+			return nil, fmt.Errorf("duplicate key %s", QuoteTrunc(key))
 		}
 		seen[key] = struct{}{}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, syntaxErr(err)
+			return nil, SyntaxErr(err)
 		}
-		fields = append(fields, field{Key: key, RawKey: rawKey, Value: v})
+		fields = append(fields, Field{Key: key, RawKey: rawKey, Value: v})
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
-		return nil, syntaxErr(err)
+		return nil, SyntaxErr(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("unexpected data after the JSON object")
@@ -76,9 +82,9 @@ func readObject(data []byte) ([]field, error) {
 	return fields, nil
 }
 
-// appendObject writes fields as a JSON object: each RawKey and Value is
+// AppendObject writes fields as a JSON object: each RawKey and Value is
 // copied verbatim, with no whitespace between members.
-func appendObject(dst []byte, fields []field) []byte {
+func AppendObject(dst []byte, fields []Field) []byte {
 	dst = append(dst, '{')
 	for i, f := range fields {
 		if i > 0 {
@@ -91,8 +97,8 @@ func appendObject(dst []byte, fields []field) []byte {
 	return append(dst, '}')
 }
 
-// lookup returns the value of the member named key.
-func lookup(fields []field, key string) (json.RawMessage, bool) {
+// Lookup returns the value of the member named key.
+func Lookup(fields []Field, key string) (json.RawMessage, bool) {
 	for _, f := range fields {
 		if f.Key == key {
 			return f.Value, true
@@ -101,14 +107,14 @@ func lookup(fields []field, key string) (json.RawMessage, bool) {
 	return nil, false
 }
 
-// newField builds a field for a member that sluice adds itself.
-func newField(key string, value []byte) field {
-	return field{Key: key, RawKey: encodeString(key), Value: value}
+// NewField builds a Field for a member that sluice adds itself.
+func NewField(key string, value []byte) Field {
+	return Field{Key: key, RawKey: EncodeString(key), Value: value}
 }
 
-// encodeString encodes s as a JSON string without HTML escaping, so that
+// EncodeString encodes s as a JSON string without HTML escaping, so that
 // `<`, `>` and `&` stay as they are.
-func encodeString(s string) []byte {
+func EncodeString(s string) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -116,10 +122,10 @@ func encodeString(s string) []byte {
 	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
 }
 
-// kindOf names the JSON type of a raw value for error messages. raw is
+// KindOf names the JSON type of a raw value for error messages. raw is
 // assumed to be a single valid JSON value, possibly surrounded by
 // whitespace.
-func kindOf(raw []byte) string {
+func KindOf(raw []byte) string {
 	raw = bytes.TrimLeft(raw, " \t\r\n")
 	if len(raw) == 0 {
 		return "nothing"
@@ -140,9 +146,9 @@ func kindOf(raw []byte) string {
 	}
 }
 
-// syntaxErr turns a decoder error into a message that names the position
+// SyntaxErr turns a decoder error into a message that names the position
 // but never echoes input text beyond a single offending character.
-func syntaxErr(err error) error {
+func SyntaxErr(err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return fmt.Errorf("not valid JSON at byte %d: %s", se.Offset, se.Error())
@@ -153,17 +159,17 @@ func syntaxErr(err error) error {
 	return fmt.Errorf("not valid JSON: %s", err.Error())
 }
 
-// maxQuoted bounds how much of a user-controlled name or value an error
+// MaxQuoted bounds how much of a user-controlled name or value an error
 // message may quote.
-const maxQuoted = 64
+const MaxQuoted = 64
 
-// quoteTrunc quotes s for an error message, truncating long values.
-func quoteTrunc(s string) string {
-	if len(s) <= maxQuoted {
+// QuoteTrunc quotes s for an error message, truncating long values.
+func QuoteTrunc(s string) string {
+	if len(s) <= MaxQuoted {
 		return fmt.Sprintf("%q", s)
 	}
 	// Cut on a rune boundary so %q does not print a broken rune.
-	cut := maxQuoted
+	cut := MaxQuoted
 	for cut > 0 && s[cut]&0xC0 == 0x80 {
 		cut--
 	}

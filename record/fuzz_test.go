@@ -1,4 +1,4 @@
-package prompt_test
+package record_test
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/sluice-dev/sluice/internal/prompt"
+	"github.com/sluice-dev/sluice/record"
 )
 
 func FuzzParse(f *testing.F) {
@@ -14,6 +14,9 @@ func FuzzParse(f *testing.F) {
 		`{"custom_id":"r-1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5}}`,
 		`{"url":"/chat/completions","body":{"custom_id":"b","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}}`,
 		`{"url":"/v1/embeddings","body":{"input":"x"}}`,
+		`{"url":"/v1/responses","body":{"model":"m","input":[{"role":"user","content":"hi"}],"instructions":"be brief","stream":true}}`,
+		`{"url":"/v1/moderations","body":{"input":["a","b"]}}`,
+		`{"url":"/v1/completions","body":{"model":"m","prompt":[1,2,3],"max_tokens":5}}`,
 		`{"custom_id":"c","model":"m","messages":[{"role":"system","content":"s"},{"role":"assistant","content":null,"tool_calls":[]}],"stream":true,"x":1e400}`,
 		`{"messages":[{"role":"user","content":"caf\u00e9 <&>"}],"big":12345678901234567890,"n":{"a" : [ 1 ]}}`,
 		`{"custom_id":"s","prompt":"hello","system":"be brief","max_tokens":16,"temperature":0.2}`,
@@ -33,17 +36,17 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, value []byte, defaultModel string) {
 		orig := bytes.Clone(value)
-		opts := prompt.Options{DefaultModel: defaultModel, FallbackID: "fb"}
-		req, err := prompt.Parse(value, opts)
+		opts := record.Options{DefaultModel: defaultModel, FallbackID: "fb"}
+		req, err := record.Parse(value, opts)
 		if !bytes.Equal(value, orig) {
 			t.Fatal("Parse modified its input")
 		}
-		verr := prompt.Validate(value)
+		verr := record.Validate(value)
 		if err != nil {
-			if !errors.Is(err, prompt.ErrInvalidInput) {
+			if !errors.Is(err, record.ErrInvalidInput) {
 				t.Fatalf("error %v does not wrap ErrInvalidInput", err)
 			}
-			if req.Body != nil || req.Shape != prompt.ShapeUnknown {
+			if req.Body != nil || req.Shape != record.ShapeUnknown {
 				t.Fatalf("non-zero Request with error: %+v", req)
 			}
 			// Validate is Parse minus the model requirement, so the
@@ -56,7 +59,7 @@ func FuzzParse(f *testing.F) {
 		if verr != nil {
 			t.Fatalf("Parse accepts but Validate rejects: %v", verr)
 		}
-		if req.Shape == prompt.ShapeUnknown {
+		if req.Shape == record.ShapeUnknown {
 			t.Fatal("Shape unknown on success")
 		}
 		if !json.Valid(req.Body) {
@@ -69,10 +72,13 @@ func FuzzParse(f *testing.F) {
 		if _, ok := top["custom_id"]; ok {
 			t.Fatalf("Body has custom_id: %s", req.Body)
 		}
-		if _, ok := top["messages"]; !ok {
+		if _, ok := top["messages"]; !ok && req.URL == record.DefaultEndpoint {
 			t.Fatalf("Body has no messages: %s", req.Body)
 		}
 		rawModel, ok := top["model"]
+		if !ok && req.URL == "/v1/moderations" {
+			return // the model is optional
+		}
 		if !ok {
 			t.Fatalf("Body has no model: %s", req.Body)
 		}
@@ -86,15 +92,15 @@ func FuzzParse(f *testing.F) {
 		if req.CustomID == "" {
 			t.Fatal("CustomID empty despite FallbackID")
 		}
-		// Parsing the body again as a chat body must succeed and be a
-		// fixed point (unless a batch body carries members that make it
-		// look like a batch line).
+		// Parsing the body again as a body of its endpoint must succeed
+		// and be a fixed point (unless a batch body carries members that
+		// make it look like a batch line).
 		for _, k := range []string{"body", "url", "method"} {
 			if _, ok := top[k]; ok {
 				return
 			}
 		}
-		again, err := prompt.Parse(req.Body, prompt.Options{})
+		again, err := record.Parse(req.Body, record.Options{Endpoint: req.URL})
 		if err != nil {
 			t.Fatalf("re-parsing Body failed: %v (body %s)", err, req.Body)
 		}

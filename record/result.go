@@ -1,12 +1,4 @@
-// Package result defines the record contract that sluice publishes: the
-// result value (the OpenAI Batch output line plus where it came from) and the
-// error codes of failed records. The processor builds results, the producer
-// publishes them, and clients decode them; this package is what they share.
-//
-//	var r result.Result
-//	if err := json.Unmarshal(record.Value, &r); err != nil { ... }
-//	if r.Error != nil && r.Error.Code == result.CodeInvalidInput { ... }
-package result
+package record
 
 import (
 	"bytes"
@@ -19,7 +11,7 @@ import (
 const (
 	// CodeInvalidInput: the record value is not a valid prompt; no API call.
 	CodeInvalidInput = "invalid_input"
-	// CodeUnsupportedURL: a Batch line names an endpoint other than chat completions.
+	// CodeUnsupportedURL: a Batch line names an endpoint sluice does not serve.
 	CodeUnsupportedURL = "unsupported_url"
 	// CodeAPIError: the API answered with a non-retryable error; Response holds it.
 	CodeAPIError = "api_error"
