@@ -57,9 +57,9 @@ func (Chat) Estimate(body []byte) Estimate {
 		Messages []struct {
 			Content json.RawMessage `json:"content"`
 		} `json:"messages"`
-		MaxTokens           *int `json:"max_tokens"`
-		MaxCompletionTokens *int `json:"max_completion_tokens"`
-		N                   *int `json:"n"`
+		MaxTokens           *count `json:"max_tokens"`
+		MaxCompletionTokens *count `json:"max_completion_tokens"`
+		N                   *count `json:"n"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return Estimate{Input: len(body) / 4, Choices: 1}
@@ -70,14 +70,14 @@ func (Chat) Estimate(body []byte) Estimate {
 	}
 	e := Estimate{Input: textTokens(chars) + 4*len(req.Messages), Choices: 1}
 	if req.N != nil && *req.N > 1 {
-		e.Choices = min(*req.N, MaxChoices)
+		e.Choices = min(int(*req.N), MaxChoices)
 	}
 	ceiling := req.MaxTokens
 	if req.MaxCompletionTokens != nil {
 		ceiling = req.MaxCompletionTokens
 	}
 	if ceiling != nil && *ceiling > 0 {
-		e.Reserved = e.Choices * min(*ceiling, MaxCeiling)
+		e.Reserved = e.Choices * min(int(*ceiling), MaxCeiling)
 	}
 	return e
 }

@@ -52,19 +52,19 @@ func (Completions) Simple(prompt, system json.RawMessage) ([]jsonobj.Field, erro
 func (Completions) Estimate(body []byte) Estimate {
 	var req struct {
 		Prompt    json.RawMessage `json:"prompt"`
-		MaxTokens *int            `json:"max_tokens"`
-		N         *int            `json:"n"`
+		MaxTokens *count          `json:"max_tokens"`
+		N         *count          `json:"n"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return Estimate{Input: len(body) / 4, Choices: 1}
 	}
 	e := Estimate{Input: textTokens(inputChars(req.Prompt)), Choices: 1}
 	if req.N != nil && *req.N > 1 {
-		e.Choices = min(*req.N, MaxChoices)
+		e.Choices = min(int(*req.N), MaxChoices)
 	}
 	ceiling := defaultCompletionMaxTokens
 	if req.MaxTokens != nil && *req.MaxTokens > 0 {
-		ceiling = min(*req.MaxTokens, MaxCeiling)
+		ceiling = min(int(*req.MaxTokens), MaxCeiling)
 	}
 	e.Reserved = e.Choices * ceiling
 	return e

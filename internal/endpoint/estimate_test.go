@@ -14,6 +14,16 @@ func TestChatEstimate(t *testing.T) {
 		{"max_completion_tokens wins", `{"messages":[],"max_tokens":100,"max_completion_tokens":40}`, Estimate{Reserved: 40, Choices: 1}},
 		{"runes, not bytes", `{"messages":[{"content":"日本語のテキスト"}]}`, Estimate{Input: 2 + 4, Choices: 1}},
 		{"not JSON", `0123456789abcdef`, Estimate{Input: 4, Choices: 1}},
+		// However a number is written, it is read and capped: no
+		// spelling leaves the reservation out.
+		{"exponent", `{"messages":[],"n":128,"max_tokens":1e6}`, Estimate{Reserved: 128 * 1_000_000, Choices: 128}},
+		{"decimal n", `{"messages":[],"n":128.0,"max_tokens":1000000}`, Estimate{Reserved: 128 * 1_000_000, Choices: 128}},
+		{"1e300", `{"messages":[],"max_tokens":1e300}`, Estimate{Reserved: MaxCeiling, Choices: 1}},
+		{"past float64", `{"messages":[],"max_tokens":1e400}`, Estimate{Reserved: MaxCeiling, Choices: 1}},
+		{"past int64", `{"messages":[],"n":9223372036854775807,"max_tokens":9223372036854775808}`, Estimate{Reserved: MaxChoices * MaxCeiling, Choices: MaxChoices}},
+		{"huge integer", `{"messages":[],"max_completion_tokens":99999999999999999999999999999}`, Estimate{Reserved: MaxCeiling, Choices: 1}},
+		{"negative", `{"messages":[],"max_tokens":-1,"n":-5}`, Estimate{Choices: 1}},
+		{"not a number", `{"messages":[{"content":"abcd"}],"max_tokens":"lots","n":null}`, Estimate{Input: 1 + 4, Choices: 1}},
 	} {
 		if got := (Chat{}).Estimate([]byte(tc.body)); got != tc.want {
 			t.Errorf("%s: Estimate = %+v, want %+v", tc.name, got, tc.want)

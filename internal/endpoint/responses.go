@@ -126,7 +126,7 @@ func (Responses) Estimate(body []byte) Estimate {
 	var req struct {
 		Input           json.RawMessage `json:"input"`
 		Instructions    json.RawMessage `json:"instructions"`
-		MaxOutputTokens *int            `json:"max_output_tokens"`
+		MaxOutputTokens *count          `json:"max_output_tokens"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return Estimate{Input: len(body) / 4, Choices: 1}
@@ -139,7 +139,7 @@ func (Responses) Estimate(body []byte) Estimate {
 	}
 	e := Estimate{Input: textTokens(inputChars(req.Input)+inputChars(req.Instructions)) + 4*items, Choices: 1}
 	if req.MaxOutputTokens != nil && *req.MaxOutputTokens > 0 {
-		e.Reserved = min(*req.MaxOutputTokens, MaxCeiling)
+		e.Reserved = min(int(*req.MaxOutputTokens), MaxCeiling)
 	}
 	return e
 }
