@@ -5,21 +5,28 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"strings"
 )
 
 // count is a number a request states that the estimate reads (max_tokens,
 // max_completion_tokens, max_output_tokens, n). JSON has one number type,
 // so the API may take 1e6, 128.0 or 1e300 where an integer is meant: any
 // number is read, rounded down and saturated at MaxCeiling (negative ones
-// at 0), so no spelling escapes the caps and the budget checks. A value
-// that is not a number reads as 0 (absent) instead of failing the whole
-// decode, which would leave nothing reserved; the API rejects such a
-// request anyway.
+// at 0), so no spelling escapes the caps and the budget checks; so is a
+// number written as a string ("10000000"), which a lenient server may
+// honour. Any other value reads as 0 (absent) instead of failing the
+// whole decode, which would leave nothing reserved.
 type count int
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (c *count) UnmarshalJSON(b []byte) error {
-	f, err := strconv.ParseFloat(string(bytes.TrimSpace(b)), 64)
+	b = bytes.TrimSpace(b)
+	if s, err := strconv.Unquote(string(b)); err == nil && len(b) > 0 && b[0] == '"' {
+		// A lenient server may take "10000000" for the number: so does
+		// the estimate.
+		b = []byte(strings.TrimSpace(s))
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
 	switch {
 	case err != nil && !errors.Is(err, strconv.ErrRange):
 		*c = 0 // null, a string, an object: not a count

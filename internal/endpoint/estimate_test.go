@@ -24,6 +24,7 @@ func TestChatEstimate(t *testing.T) {
 		{"huge integer", `{"messages":[],"max_completion_tokens":99999999999999999999999999999}`, Estimate{Reserved: MaxCeiling, Choices: 1}},
 		{"negative", `{"messages":[],"max_tokens":-1,"n":-5}`, Estimate{Choices: 1}},
 		{"not a number", `{"messages":[{"content":"abcd"}],"max_tokens":"lots","n":null}`, Estimate{Input: 1 + 4, Choices: 1}},
+		{"number in a string", `{"messages":[],"max_tokens":"10000000","n":" 2 "}`, Estimate{Reserved: 2 * 10_000_000, Choices: 2}},
 	} {
 		if got := (Chat{}).Estimate([]byte(tc.body)); got != tc.want {
 			t.Errorf("%s: Estimate = %+v, want %+v", tc.name, got, tc.want)
