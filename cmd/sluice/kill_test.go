@@ -66,19 +66,7 @@ func TestProcessKill9RepeatsOnlyInFlightCalls(t *testing.T) {
 	_ = cmd.Wait()
 	s.api.unblock()
 	cmd2 := s.startProcess(t, restartable...)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cl := s.client(t, kgo.ConsumeTopics("completions"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	seen := map[string]int{}
-	for len(seen) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("%d of %d records have a result", len(seen), n)
-		}
-		for id, c := range countByID(t, fs.Records()) {
-			seen[id] += c
-		}
-	}
+	s.wantEveryResult(t, config.AtLeastOnce, n)
 	_ = cmd2.Process.Signal(syscall.SIGTERM)
 	_ = cmd2.Wait()
 	repeated := s.api.calls.Load() - int64(n)
