@@ -3,8 +3,6 @@ package consumer
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -26,8 +24,7 @@ const maxOffsetMapBytes = 4000
 // one commit (exactly once: one transaction end) in flight and about 50 a
 // second per member, so a crash repeats the calls in flight plus what
 // finished in the last 20 ms and the commit under way, not a whole commit
-// interval of finished work. Exactly once, it also bounds what a
-// rebalance, which aborts the open transaction, throws away.
+// interval of finished work.
 const minCommitGap = 20 * time.Millisecond
 
 // commitLoop commits until stop is closed: as soon as records finished,
@@ -49,7 +46,7 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 		sent := time.Now()
 		c.commitMu.Lock()
 		if c.exactlyOnce() {
-			if err := c.endTxn(nil, true); err != nil {
+			if err := c.endTxn(); err != nil {
 				c.fail(err)
 			}
 		} else {
@@ -178,120 +175,6 @@ func (c *Consumer) metadataRefused(err error) {
 	if errors.Is(err, kerr.OffsetMetadataTooLarge) && !c.noMeta.Swap(true) {
 		c.log.Warn().Msg("brokers refuse the offset map (offset.metadata.max.bytes); committing plain offsets")
 	}
-}
-
-// endTxn ends the open transaction (exactly-once mode), committing the
-// outputs produced in it with the offsets and maps of parts (nil: every
-// assigned partition) they complete, then begins the next one when again
-// is set. Produces wait meanwhile. The
-// caller holds commitMu. A transaction aborted by a rebalance is not an
-// error: its records are processed again. The error is fatal.
-func (c *Consumer) endTxn(parts []*partition, again bool) error {
-	c.txnMu.Lock()
-	defer c.txnMu.Unlock()
-	if parts == nil {
-		// Read under the gate: every partition whose records produced
-		// into this transaction is here, so each one is settled below.
-		// A partition missed would keep records marked produced after an
-		// abort, and the next transaction would commit past them.
-		parts = c.assignedPartitions()
-	}
-	type planned struct {
-		off   int64
-		epoch int32
-		meta  string
-	}
-	plan := make(map[*partition]planned) // what the commit request carries
-	ctx := kgo.PreTxnCommitFnContext(context.Background(), func(req *kmsg.TxnOffsetCommitRequest) error {
-		// Runs after the flush: every output of the transaction is
-		// acknowledged, so produced records count as done. The offsets
-		// are ours, not the polled positions franz-go would commit; the
-		// entries franz-go built are kept where they can be (they carry
-		// the topic IDs newer protocol versions use).
-		clear(plan)
-		want := make(map[topicPartition]planned)
-		for _, p := range parts {
-			if eo, meta, ok := p.commitOffset(); ok {
-				plan[p] = planned{eo.Offset, eo.Epoch, meta}
-				want[topicPartition{p.topic, p.id}] = plan[p]
-			}
-		}
-		set := func(rp *kmsg.TxnOffsetCommitRequestTopicPartition, pl planned) {
-			meta := pl.meta // "" rather than franz-go's member id
-			rp.Offset, rp.LeaderEpoch, rp.Metadata = pl.off, pl.epoch, &meta
-		}
-		topics := req.Topics[:0]
-		for _, t := range req.Topics {
-			kept := t.Partitions[:0]
-			for _, rp := range t.Partitions {
-				tp := topicPartition{t.Topic, rp.Partition}
-				if pl, ok := want[tp]; ok {
-					set(&rp, pl)
-					kept = append(kept, rp)
-					delete(want, tp)
-				}
-			}
-			if t.Partitions = kept; len(kept) > 0 || len(want) > 0 {
-				topics = append(topics, t)
-			}
-		}
-		for tp, pl := range want { // progress franz-go does not know of
-			i := slices.IndexFunc(topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return t.Topic == tp.topic })
-			if i < 0 {
-				t := kmsg.NewTxnOffsetCommitRequestTopic()
-				t.Topic = tp.topic
-				topics, i = append(topics, t), len(topics)
-			}
-			rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-			rp.Partition = tp.partition
-			set(&rp, pl)
-			topics[i].Partitions = append(topics[i].Partitions, rp)
-		}
-		req.Topics = slices.DeleteFunc(topics, func(t kmsg.TxnOffsetCommitRequestTopic) bool { return len(t.Partitions) == 0 })
-		return nil
-	})
-	// Every output produced in the transaction is acknowledged or failed
-	// after the flush (produces wait at the gate): one that failed means
-	// the transaction holds part of a record's outputs, so it aborts.
-	try := kgo.TryCommit
-	if err := c.sess.Client().Flush(ctx); err != nil {
-		return fmt.Errorf("end transaction: flush: %w", err)
-	}
-	if c.txnFailed.Swap(false) {
-		try = kgo.TryAbort
-		c.log.Warn().Msg("aborting the transaction: an output in it could not be written; its records are processed again")
-	}
-	revoked := c.txnRevoked.Swap(false)
-	if again && try == kgo.TryCommit && !revoked && !slices.ContainsFunc(parts, (*partition).hasTxnWork) {
-		// Nothing to commit: the transaction stays open (an empty one
-		// exists only in the client). Ending it anyway is not free:
-		// without a TxnOffsetCommit franz-go cannot tell the brokers
-		// support KIP-447 and holds the next End back 500 ms. After a
-		// revocation it is ended all the same: the session aborts it,
-		// and it had better be empty then.
-		return nil
-	}
-	committed, err := c.sess.End(ctx, try)
-	ok := committed && err == nil
-	if !ok && err == nil && try == kgo.TryCommit {
-		c.log.Info().Msg("transaction aborted by a rebalance; its records are processed again")
-	}
-	for _, p := range parts {
-		pl, has := plan[p]
-		if !has {
-			pl.off = -1 // nothing of it was in the commit
-		}
-		p.settle(ok, pl.off, pl.meta)
-	}
-	if err != nil {
-		return fmt.Errorf("end transaction: %w", err)
-	}
-	if again {
-		if err := c.sess.Begin(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
-		}
-	}
-	return nil
 }
 
 // offsetsFetched reads the offset maps committed with the offsets this

@@ -80,9 +80,8 @@ type Config struct {
 	// Ordering is the dispatch order within a partition (default
 	// OrderUnordered).
 	Ordering Ordering
-	// TransactionalID, when set, makes the consumer exactly-once: run it
-	// with RunTransactional; outputs and input offsets commit in one
-	// Kafka transaction.
+	// TransactionalID, when set, makes the consumer exactly-once: outputs
+	// and input offsets commit in one Kafka transaction (see Run).
 	TransactionalID string
 	// OnRedone, when set, is told of records processed again although
 	// they had been processed once: their transaction aborted, or their
@@ -106,16 +105,15 @@ type Consumer struct {
 	log     zerolog.Logger
 
 	cl     *kgo.Client
-	sess   *kgo.GroupTransactSession // exactly-once only
-	txnMu  sync.RWMutex              // exactly-once: produces hold it shared, ending a transaction exclusively
-	noMeta atomic.Bool               // the brokers refused offset-map metadata: commit plain offsets
+	txnMu  sync.RWMutex // exactly-once: produces hold it shared, ending a transaction exclusively
+	noMeta atomic.Bool  // the brokers refused offset-map metadata: commit plain offsets
 	// txnFailed is set when an output failed to be written in the open
 	// transaction (exactly-once): it must abort, never commit.
 	txnFailed atomic.Bool
-	// txnRevoked is set when partitions were revoked or lost (exactly-
-	// once): the session will abort the open transaction, so it is ended
-	// at once, empty or not, before outputs of kept partitions go into it.
-	txnRevoked atomic.Bool
+	// txnLost is set when partitions were lost (exactly-once): the open
+	// transaction must abort, and is ended at once, before outputs of
+	// partitions assigned next go into it.
+	txnLost atomic.Bool
 	// finishedCh wakes the commit loop when records finished (at least
 	// once): commits follow finishes.
 	finishedCh chan struct{}
@@ -217,6 +215,7 @@ func (c *Consumer) ClientOpts() []kgo.Opt {
 			// Committed offsets only once no transaction touching them
 			// is pending.
 			kgo.RequireStableFetchOffsets(),
+			kgo.MaxVersions(txnVersions()),
 		)
 	}
 	return opts
@@ -236,30 +235,35 @@ func (c *Consumer) Ready() bool { return c.ready.Load() && !c.held.Load() }
 
 // Run polls and dispatches to h until ctx is done or an output cannot be
 // written, then drains: stops dispatching, lets in-flight records finish
-// within DrainTimeout, commits, and returns. The caller closes cl
-// afterwards, which leaves the group. The error is nil after a clean drain.
-func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
-	if c.exactlyOnce() {
-		return errors.New("consumer: a transactional consumer runs with RunTransactional")
-	}
-	return c.run(ctx, cl, h)
-}
-
-// RunTransactional is Run for exactly-once mode (Config.TransactionalID
-// set): the session must be built with ClientOpts. As records finish the
+// within DrainTimeout, commits, and returns. cl must be built with
+// ClientOpts. The caller closes cl afterwards, which leaves the group. The
+// error is nil after a clean drain.
+//
+// In exactly-once mode (Config.TransactionalID set), as records finish the
 // open transaction ends (one at a time, at least 20 ms apart), committing
 // the outputs produced in it together with the input offsets (and offset
-// maps) they complete, and a new one begins; when a rebalance aborts a
-// transaction, its records are processed again.
-func (c *Consumer) RunTransactional(ctx context.Context, sess *kgo.GroupTransactSession, h Handler) error {
+// maps) they complete, and a new one begins (txn.go); when a transaction
+// aborts, its records are processed again.
+func (c *Consumer) Run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	if !c.exactlyOnce() {
-		return errors.New("consumer: RunTransactional needs Config.TransactionalID")
+		return c.run(ctx, cl, h)
 	}
-	c.sess = sess
-	if err := sess.Begin(); err != nil {
+	if err := cl.BeginTransaction(); err != nil {
 		return fmt.Errorf("consumer: begin transaction: %w", err)
 	}
-	return c.run(ctx, sess.Client(), h)
+	err := c.run(ctx, cl, h)
+	// After a clean drain the open transaction is empty; after a fatal
+	// error it may hold outputs, which must not stay pending (read_committed
+	// readers would wait for the transaction timeout).
+	abortCtx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if aerr := cl.AbortBufferedRecords(abortCtx); aerr == nil {
+		aerr = cl.EndTransaction(abortCtx, kgo.TryAbort)
+		if aerr != nil {
+			c.log.Warn().Err(aerr).Msg("cannot abort the open transaction; the brokers abort it after the transaction timeout")
+		}
+	}
+	return err
 }
 
 func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {

@@ -351,6 +351,14 @@ func (p *partition) hasTxnWork() bool {
 	return moved
 }
 
+// producedInTxn reports whether outputs of p's records were produced in
+// the open transaction (exactly-once).
+func (p *partition) producedInTxn() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.produced) > 0
+}
+
 // settle ends the transaction's part in this partition: its produced
 // records are finished for good when it committed, and queued again when
 // it aborted (their outputs are gone; they must be processed again).

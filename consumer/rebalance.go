@@ -28,25 +28,15 @@ func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, assigned map[stri
 }
 
 // revoked lets the revoked partitions' in-flight records finish within
-// RevokeTimeout, commits what is contiguous-done and forgets them. It runs
-// before the rebalance completes, so the next owner starts after our commit.
+// RevokeTimeout, commits what is contiguous-done (exactly once: ends the
+// open transaction, which commits every partition's finished records) and
+// forgets them. It runs before the rebalance completes, so the next owner
+// starts after our commit.
 func (c *Consumer) revoked(_ context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	parts := c.take(revoked)
 	cl.ResumeFetchPartitions(revoked)
 	c.signalRebalance()
 	if len(parts) == 0 {
-		return
-	}
-	if c.exactlyOnce() {
-		c.txnRevoked.Store(true)
-		c.finished() // end the doomed transaction now
-		// The session aborts the open transaction after any revocation,
-		// so waiting for the records would only produce into it. They
-		// are abandoned; the next owner starts from the last committed
-		// transaction. (A commit here would deadlock: the session holds
-		// its lock while this callback runs.)
-		c.log.Info().Interface("partitions", revoked).Msg("partitions revoked; abandoning in-flight records (exactly-once)")
-		c.release(parts, 0, false)
 		return
 	}
 	c.log.Info().Interface("partitions", revoked).Msg("partitions revoked; finishing in-flight records")
@@ -59,7 +49,10 @@ func (c *Consumer) lost(_ context.Context, cl *kgo.Client, lost map[string][]int
 	parts := c.take(lost)
 	cl.ResumeFetchPartitions(lost)
 	if c.exactlyOnce() {
-		c.txnRevoked.Store(true)
+		// The open transaction's offsets belong to a generation that is
+		// gone: it aborts, at once, so the outputs of partitions
+		// assigned next do not go into it.
+		c.txnLost.Store(true)
 		c.finished()
 	}
 	if len(parts) == 0 {
@@ -86,17 +79,12 @@ func (c *Consumer) take(tps map[string][]int32) []*partition {
 
 // release stops parts, waits up to timeout for their in-flight records,
 // abandons the rest, commits (when commit is set; in exactly-once mode by
-// ending the open transaction) and forgets them. It holds commitMu
-// throughout, so no periodic commit for these partitions can land after
-// they are released.
+// ending the open transaction, for every partition) and forgets them. It
+// holds commitMu throughout, so no periodic commit for these partitions
+// can land after they are released.
 func (c *Consumer) release(parts []*partition, timeout time.Duration, commit bool) {
-	// An exactly-once revocation runs inside the transact session's lock,
-	// which a transaction ending under commitMu waits for; it commits
-	// nothing, and the open transaction aborts, so it needs no commitMu.
-	if commit || !c.exactlyOnce() {
-		c.commitMu.Lock()
-		defer c.commitMu.Unlock()
-	}
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
 
 	idle := make([]<-chan struct{}, len(parts))
 	for i, p := range parts {
@@ -120,7 +108,9 @@ func (c *Consumer) release(parts []*partition, timeout time.Duration, commit boo
 	}
 	switch {
 	case commit && c.exactlyOnce():
-		if err := c.endTxn(parts, false); err != nil {
+		// The partitions are still assigned here, so their finished
+		// records commit with the others'.
+		if err := c.endTxn(); err != nil {
 			c.fail(err)
 		}
 	case commit:

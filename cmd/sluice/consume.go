@@ -171,22 +171,11 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	kopts = append(kopts, kgo.ProducerBatchMaxBytesFn(limits.batchMaxBytes))
 	kopts = append(kopts, cons.ClientOpts()...)
 	kopts = append(kopts, opt.kafkaOpts...)
-	var cl *kgo.Client
-	var sess *kgo.GroupTransactSession
-	if cfg.Mode == config.ExactlyOnce {
-		sess, err = kgo.NewGroupTransactSession(kopts...)
-		if err != nil {
-			return fmt.Errorf("kafka client: %w", err)
-		}
-		defer sess.Close() // aborts an open transaction, leaves the group
-		cl = sess.Client()
-	} else {
-		cl, err = kgo.NewClient(kopts...)
-		if err != nil {
-			return fmt.Errorf("kafka client: %w", err)
-		}
-		defer cl.Close() // leaves the group
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
 	}
+	defer cl.Close() // leaves the group
 	if err := checkTopics(ctx, cl, cfg.Kafka, cfg.StreamTopic); err != nil {
 		if ctx.Err() != nil {
 			return nil // asked to stop while starting: nothing to drain
@@ -252,9 +241,6 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
 		Int("max_in_flight", cfg.MaxInFlight).Stringer("max_buffered_bytes", cfg.MaxBufferedBytes).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
 		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Str("compression", cfg.Codec()).Stringer("ordering", ordering).Msg("starting")
-	if sess != nil {
-		return cons.RunTransactional(ctx, sess, h)
-	}
 	return cons.Run(ctx, cl, h)
 }
 

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/sluice-dev/sluice/internal/config"
+)
+
+// TestJoinAndLeaveRepeatNoCall: a member works through heavy-tailed calls
+// (most 300 ms, one in ten 2.5 s) with calls in flight on every partition;
+// a second member joins, which moves partitions away from the first with
+// calls in flight and finished records not yet committed, and later leaves
+// gracefully, which moves them back. In both delivery modes no API call is
+// made twice: a revoked partition's records finish and commit before it is
+// given up (exactly once, inside the revoke callback, in the transaction
+// that commits every partition's finished records).
+func TestJoinAndLeaveRepeatNoCall(t *testing.T) {
+	for _, mode := range []string{config.AtLeastOnce, config.ExactlyOnce} {
+		t.Run(mode, func(t *testing.T) {
+			s := newTestStack(t, 4)
+			s.cfg.Mode = mode
+			s.cfg.MaxInFlight = 16
+			s.cfg.RevokeTimeout = 2 * time.Minute // longer than any call, however loaded the machine
+			s.cfg.DrainTimeout = 2 * time.Minute
+			const n = 240
+			prompts := make([]string, n)
+			for i := range prompts {
+				ms := 300
+				if i%10 == 0 {
+					ms = 2500
+				}
+				prompts[i] = fmt.Sprintf("sleep-%d p-%d", ms, i)
+			}
+			s.produceSpreadPrompts(t, prompts, 4)
+
+			a := s.cfg
+			a.TransactionalID = "member-a"
+			runMember(t, a, "a")
+			waitFor(t, time.Minute, "calls in flight", func() bool { return s.api.active.Load() >= 12 })
+
+			b := s.cfg
+			b.TransactionalID = "member-b"
+			stopB := runMember(t, b, "b")
+			adm := kadm.NewClient(s.client(t))
+			waitFor(t, time.Minute, "a stable group of two, each with partitions", func() bool {
+				groups, err := adm.DescribeGroups(t.Context(), s.cfg.Group)
+				if err != nil {
+					return false
+				}
+				g := groups[s.cfg.Group]
+				if g.State != "Stable" || len(g.Members) != 2 {
+					return false
+				}
+				for _, m := range g.Members {
+					if c, ok := m.Assigned.AsConsumer(); !ok || len(c.Topics) == 0 {
+						return false
+					}
+				}
+				return true
+			})
+			joined := s.api.calls.Load()
+			// Let the new member get calls in flight, then leave.
+			waitFor(t, time.Minute, "calls after the join", func() bool { return s.api.calls.Load() >= joined+8 })
+			if err := stopB(); err != nil {
+				t.Fatalf("member b: %v", err)
+			}
+
+			s.wantEveryResult(t, mode, n)
+			repeated := s.api.calls.Load() - n
+			t.Logf("%s: %d records, %d calls by the join, %d repeated", mode, n, joined, repeated)
+			if repeated != 0 {
+				s.api.mu.Lock()
+				for text, c := range s.api.seen {
+					if c > 1 {
+						t.Logf("%q called %d times", text, c)
+					}
+				}
+				s.api.mu.Unlock()
+				t.Errorf("%d calls repeated, want 0", repeated)
+			}
+		})
+	}
+}
