@@ -37,7 +37,10 @@ import (
 // error when they cannot be. When ctx ends the handler should give up
 // quickly and ack with an error; the record is then not committed and will
 // be processed again by the partition's next owner. Handle may return
-// before ack is called.
+// before ack is called. A record this member processes again (its outputs
+// could not be written, or its transaction aborted) is handed over as the
+// same *kgo.Record, so what the handler kept in rec.Context the first time
+// is there again.
 type Handler interface {
 	Handle(ctx context.Context, rec *kgo.Record, ack func(error))
 }

@@ -56,6 +56,7 @@ var contract = map[string]metricSpec{
 	"sluice_stream_deltas_lost_total":        {counter, nil},
 	"sluice_records_redone_total":            {counter, nil}, // processed again: aborted transaction, failed outputs
 	"sluice_records_skipped_total":           {counter, nil}, // listed finished by the committed offset map
+	"sluice_results_reused_total":            {counter, nil}, // of the redone, published again without a call
 	"sluice_buffered_bytes":                  {gauge, nil},   // against SLUICE_MAX_BUFFERED_BYTES
 	"sluice_in_flight_requests":              {gauge, nil},
 	"sluice_limiter_concurrency":             {gauge, nil},

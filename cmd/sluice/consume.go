@@ -254,12 +254,30 @@ type pipeline struct {
 	observe func(*record.Result)
 }
 
+// resultKey keys, in a record's Context, the result it was processed to.
+// A record processed again because its outputs could not be written or
+// its transaction aborted is the same *kgo.Record (the consumer holds it
+// until it is committed), so its result is published again from there:
+// the API call is not paid twice.
+type resultKey struct{}
+
 func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) {
-	p.metrics.Consumed()
-	res, err := p.proc.Process(ctx, rec)
-	if err != nil {
-		ack(err)
-		return
+	res, reused := contextResult(rec)
+	if reused {
+		p.metrics.Reused()
+	} else {
+		p.metrics.Consumed()
+		var err error
+		res, err = p.proc.Process(ctx, rec)
+		if err != nil {
+			ack(err)
+			return
+		}
+		parent := rec.Context
+		if parent == nil {
+			parent = context.Background()
+		}
+		rec.Context = context.WithValue(parent, resultKey{}, res)
 	}
 	p.pub.Publish(ctx, rec, res, func(err error) {
 		if err == nil {
@@ -270,6 +288,15 @@ func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) 
 		}
 		ack(err)
 	})
+}
+
+// contextResult returns the result rec was processed to before, if any.
+func contextResult(rec *kgo.Record) (*record.Result, bool) {
+	if rec.Context == nil {
+		return nil, false
+	}
+	res, ok := rec.Context.Value(resultKey{}).(*record.Result)
+	return res, ok
 }
 
 // registerStateGauges exports the limiter's and the consumer's state,

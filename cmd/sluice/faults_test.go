@@ -243,7 +243,8 @@ func TestOutputFailureIsRedone(t *testing.T) {
 				got = countByID(t, s.collect(t, "completions", n))
 				dead = countKeys(s.collect(t, "prompts.dlq", 1))
 			}
-			redone := scrape(t, s.cfg.HTTPAddr)["sluice_records_redone_total"]
+			m := scrape(t, s.cfg.HTTPAddr)
+			redone, reused := m["sluice_records_redone_total"], m["sluice_results_reused_total"]
 			if err := stop(); err != nil {
 				t.Fatalf("the member stopped with %v; it must go on", err)
 			}
@@ -262,7 +263,16 @@ func TestOutputFailureIsRedone(t *testing.T) {
 			if redone < 1 {
 				t.Errorf("sluice_records_redone_total = %v, want >= 1", redone)
 			}
-			t.Logf("%s: %d API calls for %d records, %v redone", mode, s.api.calls.Load(), n, redone)
+			// The records redone (the failed one, and under exactly-once
+			// the others of its aborted transaction) publish their
+			// results again from memory: no call is made twice.
+			if reused != redone {
+				t.Errorf("sluice_results_reused_total = %v, want sluice_records_redone_total (%v)", reused, redone)
+			}
+			if repeated := s.api.calls.Load() - n; repeated != 0 {
+				t.Errorf("%d calls repeated, want 0", repeated)
+			}
+			t.Logf("%s: %d API calls for %d records, %v redone, %v reused", mode, s.api.calls.Load(), n, redone, reused)
 		})
 	}
 }

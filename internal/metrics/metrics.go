@@ -39,6 +39,7 @@ type Metrics struct {
 	deltasLost   prometheus.Counter
 	redone       prometheus.Counter
 	skipped      prometheus.Counter
+	reused       prometheus.Counter
 
 	mu     sync.Mutex
 	models map[string]struct{}
@@ -93,10 +94,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_records_skipped_total",
 			Help: "Records not processed again because the committed offset map listed them as finished (work a previous owner did).",
 		}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_results_reused_total",
+			Help: "Records processed again whose result was published again from memory, without a second API call (of sluice_records_redone_total).",
+		}),
 		models: make(map[string]struct{}),
 	}
 	reg.MustRegister(m.consumed, m.succeeded, m.failed, m.deadLettered, m.apiRequests, m.retries,
-		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost, m.redone, m.skipped)
+		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost, m.redone, m.skipped, m.reused)
 	return m
 }
 
@@ -118,6 +123,14 @@ func (m *Metrics) model(name string) string {
 func (m *Metrics) Redone(n int) {
 	if m != nil {
 		m.redone.Add(float64(n))
+	}
+}
+
+// Reused counts records processed again whose result was published again
+// without a second API call.
+func (m *Metrics) Reused() {
+	if m != nil {
+		m.reused.Inc()
 	}
 }
 
