@@ -73,13 +73,7 @@ func TestJoinAndLeaveRepeatNoCall(t *testing.T) {
 			repeated := s.api.calls.Load() - n
 			t.Logf("%s: %d records, %d calls by the join, %d repeated", mode, n, joined, repeated)
 			if repeated != 0 {
-				s.api.mu.Lock()
-				for text, c := range s.api.seen {
-					if c > 1 {
-						t.Logf("%q called %d times", text, c)
-					}
-				}
-				s.api.mu.Unlock()
+				s.api.logRepeated(t)
 				t.Errorf("%d calls repeated, want 0", repeated)
 			}
 		})

@@ -96,6 +96,18 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"echo: %s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, req.Model, text)
 }
 
+// logRepeated logs each prompt the stub was called for more than once.
+func (s *stubAPI) logRepeated(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for text, c := range s.seen {
+		if c > 1 {
+			t.Logf("%q called %d times", text, c)
+		}
+	}
+}
+
 // testStack is a kfake cluster, a stub API and the config of a member.
 type testStack struct {
 	cluster *kfake.Cluster

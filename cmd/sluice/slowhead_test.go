@@ -151,13 +151,7 @@ func TestSlowHeadRebalanceRepeatsOnlyInFlight(t *testing.T) {
 			repeated := s.api.calls.Load() - int64(n)
 			t.Logf("%s: %d records, %d finished above 2 stuck heads before the join; %d calls repeated", mode, n, n-2, repeated)
 			if repeated > 1 {
-				s.api.mu.Lock()
-				for text, c := range s.api.seen {
-					if c > 1 {
-						t.Logf("%q called %d times", text, c)
-					}
-				}
-				s.api.mu.Unlock()
+				s.api.logRepeated(t)
 				t.Errorf("%d calls repeated, want <= 1 (the moved partition's stuck head)", repeated)
 			}
 		})
