@@ -320,9 +320,9 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 
 	c.log.Info().Stringer("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
 	stopDispatching()
+	c.release(c.assignedPartitions(), c.cfg.DrainTimeout, true) // commits go on while records finish
 	close(stopCommits)
 	<-commitDone
-	c.release(c.assignedPartitions(), c.cfg.DrainTimeout, true)
 	c.stopWork()
 	c.handlers.Wait()
 	c.log.Info().Msg("drained")

@@ -378,6 +378,10 @@ func (p *partition) settle(committed bool, off int64, meta string) {
 		}
 		prod = nil
 	case p.stopped:
+		// Not processed again here (the partition is being given up),
+		// but unfinished again: the commit that releases the partition
+		// must not pass them.
+		p.window.restore(p.txnBase, prod)
 		for _, e := range prod {
 			p.releaseLocked(e)
 		}

@@ -80,12 +80,9 @@ func (c *Consumer) take(tps map[string][]int32) []*partition {
 // release stops parts, waits up to timeout for their in-flight records,
 // abandons the rest, commits (when commit is set; in exactly-once mode by
 // ending the open transaction, for every partition) and forgets them. It
-// holds commitMu throughout, so no periodic commit for these partitions
+// holds commitMu from the abandoning on, so no commit for these partitions
 // can land after they are released.
 func (c *Consumer) release(parts []*partition, timeout time.Duration, commit bool) {
-	c.commitMu.Lock()
-	defer c.commitMu.Unlock()
-
 	idle := make([]<-chan struct{}, len(parts))
 	for i, p := range parts {
 		idle[i] = p.stop()
@@ -103,6 +100,12 @@ func (c *Consumer) release(parts []*partition, timeout time.Duration, commit boo
 			}
 		}
 	}
+	// Not while waiting: the commit loop goes on committing every
+	// partition's finished records meanwhile, these included (they are
+	// still ours), so a crash during a long revocation or drain repeats
+	// only what is in flight.
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
 	for _, p := range parts {
 		p.cancel(errReleased)
 	}

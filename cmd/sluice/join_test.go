@@ -79,3 +79,60 @@ func TestJoinAndLeaveRepeatNoCall(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitsGoOnDuringRevocation: a partition moving to a new member has
+// a call that does not end (a stuck head), so the revocation waits its
+// SLUICE_REVOKE_TIMEOUT; meanwhile the member's other records finish, and
+// their commits (exactly once: transactions) must go on, or a crash
+// during a long revocation would repeat everything finished in it.
+func TestCommitsGoOnDuringRevocation(t *testing.T) {
+	for _, mode := range []string{config.AtLeastOnce, config.ExactlyOnce} {
+		t.Run(mode, func(t *testing.T) {
+			s := newTestStack(t, 4)
+			s.cfg.Mode = mode
+			s.cfg.MaxInFlight = 8
+			s.cfg.RevokeTimeout = 2 * time.Minute  // the stuck heads hold the revocation until unblocked
+			s.cfg.RequestTimeout = 5 * time.Minute // and are not retried
+			const fast = 60                        // per partition, 200 ms each: ~6 s of work at 8 in flight
+			n := s.slowHeadRecordsOf(t, 4, fast, "sleep-200")
+			a := s.cfg
+			a.TransactionalID = "member-a"
+			runMember(t, a, "a")
+			waitFor(t, time.Minute, "calls in flight", func() bool { return s.api.active.Load() >= 8 })
+
+			b := s.cfg
+			b.TransactionalID = "member-b"
+			runMember(t, b, "b")
+			adm := kadm.NewClient(s.client(t))
+			// B is in the group with nothing assigned while A revokes the
+			// partitions B is to get, waiting for their stuck heads.
+			waitFor(t, time.Minute, "the revocation to begin", func() bool {
+				groups, err := adm.DescribeGroups(t.Context(), s.cfg.Group)
+				if err != nil {
+					return false
+				}
+				g := groups[s.cfg.Group]
+				if g.State != "Stable" || len(g.Members) != 2 {
+					return false
+				}
+				for _, m := range g.Members {
+					if c, ok := m.Assigned.AsConsumer(); ok && len(c.Topics) == 0 {
+						return true
+					}
+				}
+				return false
+			})
+			before := s.committedMetaWith(t, adm)
+			waitFor(t, time.Minute, "a commit during the revocation", func() bool {
+				time.Sleep(100 * time.Millisecond) // between reads of the committed offsets
+				return fmt.Sprint(s.committedMetaWith(t, adm)) != fmt.Sprint(before)
+			})
+			s.api.unblock()
+			s.wantEveryResult(t, mode, n)
+			if repeated := s.api.calls.Load() - int64(n); repeated != 0 {
+				s.api.logRepeated(t)
+				t.Errorf("%d calls repeated, want 0", repeated)
+			}
+		})
+	}
+}

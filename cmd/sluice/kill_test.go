@@ -128,7 +128,13 @@ func TestProcessExactlyOnceKill9(t *testing.T) {
 // committedMeta returns the offset-map metadata committed per partition.
 func (s *testStack) committedMeta(t testing.TB) map[int32]string {
 	t.Helper()
-	offs, err := kadm.NewClient(s.client(t)).FetchOffsets(context.Background(), s.cfg.Group)
+	return s.committedMetaWith(t, kadm.NewClient(s.client(t)))
+}
+
+// committedMetaWith is committedMeta through adm.
+func (s *testStack) committedMetaWith(t testing.TB, adm *kadm.Client) map[int32]string {
+	t.Helper()
+	offs, err := adm.FetchOffsets(context.Background(), s.cfg.Group)
 	if err != nil {
 		t.Fatal(err)
 	}

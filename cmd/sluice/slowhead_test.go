@@ -17,10 +17,17 @@ import (
 // partition runs far ahead of its oldest unfinished record.
 func (s *testStack) slowHeadRecords(t testing.TB, partitions int32, fast int) (total int) {
 	t.Helper()
+	return s.slowHeadRecordsOf(t, partitions, fast, "sleep-2")
+}
+
+// slowHeadRecordsOf is slowHeadRecords with the fast records' prompt
+// prefix (the stub's latency) given.
+func (s *testStack) slowHeadRecordsOf(t testing.TB, partitions int32, fast int, latency string) (total int) {
+	t.Helper()
 	var prompts []string
 	for i := 0; i < fast+1; i++ {
 		for p := range partitions {
-			text := fmt.Sprintf("sleep-2 p%d-%d", p, i)
+			text := fmt.Sprintf("%s p%d-%d", latency, p, i)
 			if i == 0 {
 				text = fmt.Sprintf("slow p%d-head", p)
 			}
