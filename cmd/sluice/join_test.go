@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,20 +48,8 @@ func TestJoinAndLeaveRepeatNoCall(t *testing.T) {
 			stopB := runMember(t, b, "b")
 			adm := kadm.NewClient(s.client(t))
 			waitFor(t, time.Minute, "a stable group of two, each with partitions", func() bool {
-				groups, err := adm.DescribeGroups(t.Context(), s.cfg.Group)
-				if err != nil {
-					return false
-				}
-				g := groups[s.cfg.Group]
-				if g.State != "Stable" || len(g.Members) != 2 {
-					return false
-				}
-				for _, m := range g.Members {
-					if c, ok := m.Assigned.AsConsumer(); !ok || len(c.Topics) == 0 {
-						return false
-					}
-				}
-				return true
+				topics, ok := s.stableAssignment(t, adm, 2)
+				return ok && !slices.ContainsFunc(topics, func(n int) bool { return n <= 0 })
 			})
 			joined := s.api.calls.Load()
 			// Let the new member get calls in flight, then leave.
@@ -107,20 +96,8 @@ func TestCommitsGoOnDuringRevocation(t *testing.T) {
 			// B is in the group with nothing assigned while A revokes the
 			// partitions B is to get, waiting for their stuck heads.
 			waitFor(t, time.Minute, "the revocation to begin", func() bool {
-				groups, err := adm.DescribeGroups(t.Context(), s.cfg.Group)
-				if err != nil {
-					return false
-				}
-				g := groups[s.cfg.Group]
-				if g.State != "Stable" || len(g.Members) != 2 {
-					return false
-				}
-				for _, m := range g.Members {
-					if c, ok := m.Assigned.AsConsumer(); ok && len(c.Topics) == 0 {
-						return true
-					}
-				}
-				return false
+				topics, ok := s.stableAssignment(t, adm, 2)
+				return ok && slices.Contains(topics, 0)
 			})
 			before := s.committedMetaWith(t, adm)
 			waitFor(t, time.Minute, "a commit during the revocation", func() bool {
@@ -135,4 +112,30 @@ func TestCommitsGoOnDuringRevocation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stableAssignment returns, when the group is Stable with the given number
+// of members, how many topics each member is assigned (0: nothing yet, or
+// its partitions are being revoked from another member; -1: an assignment
+// that is not a consumer's).
+func (s *testStack) stableAssignment(t testing.TB, adm *kadm.Client, members int) ([]int, bool) {
+	t.Helper()
+	groups, err := adm.DescribeGroups(t.Context(), s.cfg.Group)
+	if err != nil {
+		return nil, false
+	}
+	g := groups[s.cfg.Group]
+	if g.State != "Stable" || len(g.Members) != members {
+		return nil, false
+	}
+	topics := make([]int, 0, members)
+	for _, m := range g.Members {
+		c, ok := m.Assigned.AsConsumer()
+		if !ok {
+			topics = append(topics, -1)
+			continue
+		}
+		topics = append(topics, len(c.Topics))
+	}
+	return topics, true
 }
