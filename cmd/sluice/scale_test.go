@@ -206,7 +206,7 @@ func (s *testStack) readAllResults(t testing.TB) map[string]int {
 	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
 	r := s.resultReader(t)
 	var got int64
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	for got < total {
 		fs := r.cl.PollFetches(ctx)

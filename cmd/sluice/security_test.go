@@ -190,7 +190,7 @@ func TestServeSASLAndKeyFile(t *testing.T) {
 	// secret file is looked at every 5s, so a rotation shows within that.
 	waitKey := func(key string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(2 * time.Minute)
 		for i := 0; !api.saw(key); i++ {
 			if time.Now().After(deadline) {
 				t.Fatalf("the API never saw %s; logs:\n%s", key, logs.String())

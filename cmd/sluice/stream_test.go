@@ -60,7 +60,7 @@ func (s *testStack) readDeltas(t testing.TB, want []string) map[string][]produce
 	t.Helper()
 	cl := s.client(t, kgo.ConsumeTopics(streamTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	out := map[string][]producer.DeltaRecord{}
 	done := map[string]bool{}

@@ -28,7 +28,7 @@ func (s *testStack) brokers() string { return strings.Join(s.cluster.ListenAddrs
 // runCLI runs a submit or collect in-process and returns its stdout and stderr.
 func runCLI(t testing.TB, cmd func(context.Context, []string, stdio) error, stdin string, args ...string) (string, string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	var out, errOut bytes.Buffer
 	err := cmd(ctx, args, stdio{in: strings.NewReader(stdin), out: &out, errOut: &errOut})
@@ -74,7 +74,7 @@ func (s *testStack) produced(t testing.TB, topic string) int64 {
 // read_committed consumer.
 func (s *testStack) committedRecords(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	offs, err := kadm.NewClient(s.client(t)).ListCommittedOffsets(ctx, topic)
 	if err != nil {
