@@ -266,6 +266,10 @@ func (o *OpenAI) List(ctx context.Context, after string, limit int) (batches []B
 // line longer than MaxResultBytes, or one that is not a result line,
 // fails the read with api.ErrMalformed after the lines before it.
 func (o *OpenAI) Results(ctx context.Context, fileID string, fn func(Result) error) error {
+	return o.results(ctx, fileID, MaxResultBytes, fn)
+}
+
+func (o *OpenAI) results(ctx context.Context, fileID string, maxLine int, fn func(Result) error) error {
 	if fileID == "" {
 		return errors.New("batchapi: openai results: empty file id")
 	}
@@ -276,7 +280,7 @@ func (o *OpenAI) Results(ctx context.Context, fileID string, fn func(Result) err
 	defer body.Close()
 	br := bufio.NewReaderSize(body, 64<<10)
 	for n := 1; ; n++ {
-		line, err := readLine(br, MaxResultBytes)
+		line, err := readLine(br, maxLine)
 		if len(bytes.TrimSpace(line)) > 0 {
 			r, derr := DecodeOpenAIResult(line)
 			if derr != nil {
@@ -290,7 +294,7 @@ func (o *OpenAI) Results(ctx context.Context, fileID string, fn func(Result) err
 		case errors.Is(err, io.EOF):
 			return nil
 		case errors.Is(err, errLineTooLong):
-			return fmt.Errorf("batchapi: openai results: line %d: %w: longer than %d bytes", n, api.ErrMalformed, MaxResultBytes)
+			return fmt.Errorf("batchapi: openai results: line %d: %w: longer than %d bytes", n, api.ErrMalformed, maxLine)
 		case err != nil:
 			if ctx.Err() != nil {
 				return fmt.Errorf("batchapi: openai results: %w", context.Cause(ctx))
