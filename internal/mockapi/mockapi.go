@@ -12,7 +12,12 @@
 //   - POST /v1/completions (completions.go): legacy text_completion, plain
 //     or streamed;
 //   - POST /v1/moderations (moderations.go): deterministic results, a
-//     category flagged when the input names it.
+//     category flagged when the input names it;
+//   - the Batch APIs (batches.go): xAI's native one (/v1/batches,
+//     /v1/batches/{id}/requests, .../results, ...:cancel) and OpenAI's
+//     (/v1/files, /v1/batches, /v1/files/{id}/content, .../cancel), whose
+//     requests end after Config.BatchDelay, fail or expire at the
+//     configured rates, and are answered as the endpoints answer.
 //
 // Every route shares one path (handler.go): auth, per-second smoothed
 // RPM/TPM token buckets with OpenAI-style 429 answers and x-ratelimit-*
@@ -99,6 +104,16 @@ type Config struct {
 	// comment ": keep-alive" every KeepAlive while a stream waits.
 	KeepAlive time.Duration `envconfig:"KEEPALIVE" default:"0s" desc:"SSE keep-alive comment interval while streaming (0 = off)"`
 
+	// BatchDelay is how long a batch request takes to end after it
+	// arrived (added to an xAI batch, or its OpenAI batch created).
+	BatchDelay time.Duration `envconfig:"BATCH_DELAY" default:"2s" desc:"time from a batch request's arrival to its result"`
+	// BatchFail is the probability that a batch request fails (its
+	// result a 500 server_error).
+	BatchFail float64 `envconfig:"BATCH_FAIL" default:"0" desc:"probability that a batch request fails"`
+	// BatchExpire is the probability that a batch request expires
+	// without running (OpenAI's batch_expired).
+	BatchExpire float64 `envconfig:"BATCH_EXPIRE" default:"0" desc:"probability that a batch request expires"`
+
 	// Seed seeds the math/rand/v2 source for faults and jitter (0 = random).
 	Seed int64 `envconfig:"SEED" default:"0" desc:"random seed for faults and jitter (0 = random)"`
 	// Models lists the accepted model names; empty accepts any model.
@@ -108,7 +123,7 @@ type Config struct {
 // DefaultConfig returns the configuration envconfig yields from an empty
 // environment.
 func DefaultConfig() Config {
-	return Config{Latency: 50 * time.Millisecond, Models: append([]string(nil), DefaultModels...)}
+	return Config{Latency: 50 * time.Millisecond, BatchDelay: 2 * time.Second, Models: append([]string(nil), DefaultModels...)}
 }
 
 // faultProb is one configured fault probability.
@@ -140,7 +155,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"Latency", c.Latency}, {"Jitter", c.Jitter}, {"TTFT", c.TTFT}, {"KeepAlive", c.KeepAlive}} {
+	}{{"Latency", c.Latency}, {"Jitter", c.Jitter}, {"TTFT", c.TTFT}, {"KeepAlive", c.KeepAlive}, {"BatchDelay", c.BatchDelay}} {
 		if d.d < 0 {
 			bad(d.name, "must be >= 0, got %s", d.d)
 		}
@@ -168,6 +183,17 @@ func (c Config) Validate() error {
 	if sum > 1+1e-9 {
 		bad("Fail5xx+Overload429+Hang+Reset+Malformed+Quota+StreamStallProb", "probabilities must sum to <= 1, got %v", sum)
 	}
+	for _, f := range []struct {
+		name string
+		p    float64
+	}{{"BatchFail", c.BatchFail}, {"BatchExpire", c.BatchExpire}} {
+		if !(f.p >= 0 && f.p <= 1) {
+			bad(f.name, "probability must be in [0,1], got %v", f.p)
+		}
+	}
+	if c.BatchFail+c.BatchExpire > 1+1e-9 {
+		bad("BatchFail+BatchExpire", "probabilities must sum to <= 1, got %v", c.BatchFail+c.BatchExpire)
+	}
 	for i, m := range c.Models {
 		if m == "" {
 			bad(fmt.Sprintf("Models[%d]", i), "must not be empty")
@@ -185,6 +211,8 @@ type Server struct {
 	limits *limiter
 	stats  statsCollector
 	now    func() time.Time
+
+	batches batchStore // the batch routes' (batches.go)
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -228,6 +256,7 @@ func New(cfg Config) *Server {
 		s.mux.Handle("POST /v1"+path, h)
 		s.mux.Handle("POST "+path, h)
 	}
+	s.registerBatchRoutes()
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
 	s.mux.HandleFunc("GET /models", s.handleModels)
 	s.mux.HandleFunc("GET /stats", s.handleStats)

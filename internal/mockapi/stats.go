@@ -35,6 +35,8 @@ type Stats struct {
 	LastResponse time.Time `json:"last_response"`
 	// RequestsPerSecond is Requests over LastResponse - FirstRequest.
 	RequestsPerSecond float64 `json:"requests_per_second"`
+	// Batch counts the batch routes' work (not reset by ResetStats).
+	Batch BatchStats `json:"batch"`
 }
 
 // statsCollector accumulates Stats under a mutex.
@@ -101,6 +103,9 @@ func (s *Server) Stats() Stats {
 	st := s.stats.s
 	st.ByStatus = maps.Clone(st.ByStatus)
 	st.Faults = maps.Clone(st.Faults)
+	s.batches.mu.Lock()
+	st.Batch = s.batches.stats
+	s.batches.mu.Unlock()
 	if el := st.LastResponse.Sub(st.FirstRequest).Seconds(); el > 0 && !st.FirstRequest.IsZero() {
 		st.RequestsPerSecond = float64(st.Requests) / el
 	}
