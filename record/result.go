@@ -28,6 +28,16 @@ const (
 	// CodeExpired: the record did not finish within SLUICE_RECORD_DEADLINE,
 	// retries and pauses included (OpenAI Batch's batch_expired).
 	CodeExpired = "expired"
+	// CodeCancelled: a batch-tier record whose provider batch was
+	// cancelled before it ran (sluice batches cancel, or the provider's
+	// console).
+	CodeCancelled = "cancelled"
+)
+
+// Tiers of a record (HeaderTier, Result.Tier).
+const (
+	TierRealtime = "realtime"
+	TierBatch    = "batch"
 )
 
 // Headers added to a dead letter, beside the input's own headers.
@@ -50,6 +60,10 @@ const (
 	// HeaderCustomID is the record header consulted for custom_id when the
 	// value has none.
 	HeaderCustomID = "custom_id"
+	// HeaderTier on an input record picks its tier: "realtime" or "batch"
+	// (default SLUICE_TIER); another value fails the record as
+	// invalid_input.
+	HeaderTier = "sluice.tier"
 )
 
 // Result is the value of a record on the output topic.
@@ -63,6 +77,14 @@ type Result struct {
 	// LatencyMS is the time from the start of processing to the result,
 	// retries and backoff included.
 	LatencyMS int64 `json:"latency_ms"`
+	// Tier is "batch" for a record answered through the provider's Batch
+	// API; absent for realtime records.
+	Tier string `json:"tier,omitempty"`
+	// BatchID is the provider's batch of a batch-tier record.
+	BatchID string `json:"batch_id,omitempty"`
+	// CostUSDTicks is what the request cost, in xAI's ticks (1 USD =
+	// 1e10 ticks), where the provider reports it.
+	CostUSDTicks int64 `json:"cost_usd_ticks,omitempty"`
 }
 
 // Response is the API's answer: its status, request id and JSON body verbatim.

@@ -135,6 +135,7 @@ type Consume struct {
 	Limits
 	Delivery
 	Output
+	Batch
 	HTTPAddr       string        `envconfig:"SLUICE_HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
 	CommitInterval time.Duration `envconfig:"SLUICE_COMMIT_INTERVAL" default:"1s" desc:"offsets commit as records finish (one commit at a time, at least 20ms apart; exactly-once: each ends the open transaction); a failed commit is retried after this"`
 	DrainTimeout   time.Duration `envconfig:"SLUICE_DRAIN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight records may finish"`
@@ -176,6 +177,9 @@ func (c Consume) Validate() error {
 		return err
 	}
 	if err := c.Output.Validate(); err != nil {
+		return err
+	}
+	if err := c.Batch.Validate(c.Kafka); err != nil {
 		return err
 	}
 	for _, d := range []struct {

@@ -43,6 +43,7 @@ var allNames = []string{
 	"DELIVERY", "ORDERING", "TRANSACTIONAL_ID", "RECORD_DEADLINE",
 	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "ENDPOINT", "REVOKE_TIMEOUT", "LOG_LEVEL",
 	"API_KEYLESS", "COMPRESSION",
+	"TIER", "BATCH_API", "BATCH_MAX_REQUESTS", "BATCH_MAX_WAIT", "BATCH_POLL_INTERVAL", "BATCH_JOBS_TOPIC",
 }
 
 // testKey is the XAI_API_KEY of every test's environment unless it says
@@ -242,6 +243,14 @@ func TestLoadConsumeInvalid(t *testing.T) {
 		{"compression", map[string]string{"SLUICE_COMPRESSION": "brotli"}, "SLUICE_COMPRESSION"},
 		{"keyless with a key", map[string]string{"SLUICE_API_KEYLESS": "true", "SLUICE_API_KEY": "sk-1"}, "SLUICE_API_KEYLESS"},
 		{"keyless not a bool", map[string]string{"SLUICE_API_KEYLESS": "yes please"}, "SLUICE_API_KEYLESS"},
+		{"tier", map[string]string{"SLUICE_TIER": "later"}, "SLUICE_TIER"},
+		{"batch api", map[string]string{"SLUICE_BATCH_API": "anthropic"}, "SLUICE_BATCH_API"},
+		{"batch max requests 0", map[string]string{"SLUICE_BATCH_MAX_REQUESTS": "0"}, "SLUICE_BATCH_MAX_REQUESTS"},
+		{"batch max requests over openai's", map[string]string{"SLUICE_BATCH_API": "openai", "SLUICE_BATCH_MAX_REQUESTS": "50001"}, "SLUICE_BATCH_MAX_REQUESTS"},
+		{"batch max wait 0", map[string]string{"SLUICE_BATCH_MAX_WAIT": "0s"}, "SLUICE_BATCH_MAX_WAIT"},
+		{"batch poll interval negative", map[string]string{"SLUICE_BATCH_POLL_INTERVAL": "-1s"}, "SLUICE_BATCH_POLL_INTERVAL"},
+		{"batch jobs topic is output", map[string]string{"SLUICE_BATCH_JOBS_TOPIC": "completions"}, "SLUICE_BATCH_JOBS_TOPIC"},
+		{"batch jobs topic blank", map[string]string{"SLUICE_BATCH_JOBS_TOPIC": " "}, "SLUICE_BATCH_JOBS_TOPIC"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
