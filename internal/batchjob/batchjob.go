@@ -1,0 +1,96 @@
+// Package batchjob is the batch tier's state in Kafka: which tier a
+// record takes (Tier), the stable id of its request in a provider batch
+// (RequestID), and the records of the compacted jobs topic
+// (SLUICE_BATCH_JOBS_TOPIC) that describe each provider batch and the
+// input records it holds (Job, Chunk), so that any replica can finish
+// any job after kill -9, a rebalance or a scale to zero.
+//
+// # The jobs topic
+//
+// Every record of a job is keyed under its id and sent to the job's
+// partition (Partition), so one member of the jobs group sees all of a
+// job:
+//
+//   - "job/<id>" holds the Job: its API, endpoint and model, its
+//     provider batch (batch_id, file_id), how far adding got, and the
+//     provider's last state and counts. It is rewritten at every step
+//     and tombstoned once the job's results are acknowledged.
+//   - "job/<id>/chunk/<seq>" holds a Chunk: input records gathered for
+//     the job, each with its source coordinates, key, headers, value
+//     (for the dead letter, and to rebuild the request body) and
+//     custom_id. Chunks are tombstoned with their job.
+//
+// # At most one add
+//
+// A request's id in the provider batch is RequestID(topic, partition,
+// offset): stable across replicas and restarts. Before an add (xAI) or a
+// create (OpenAI) the job records the step it is about to take (Job.Adding
+// with Job.TotalBefore, Job.Creating); after it, the step's outcome. A new
+// owner that finds a step begun and not recorded as done asks the
+// provider before repeating it: xAI's batch counts say whether the chunk
+// arrived (Total >= TotalBefore + the chunk's requests); OpenAI's batches
+// are listed for the job's id in their metadata.
+//
+//	tier, err := batchjob.Tier(rec, cfg.Tier) // err wraps record.ErrInvalidInput
+//	id := batchjob.RequestID(rec.Topic, rec.Partition, rec.Offset)
+package batchjob
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-dev/sluice/record"
+)
+
+// ErrUnknownTier is wrapped (with record.ErrInvalidInput) by Tier for a
+// sluice.tier header sluice cannot serve.
+var ErrUnknownTier = errors.New("unknown tier")
+
+// Tier returns the tier of rec: its sluice.tier header ("realtime" or
+// "batch"), else def (SLUICE_TIER). Any other header value is an error
+// wrapping ErrUnknownTier and record.ErrInvalidInput: the record gets an
+// error result and a dead letter, as invalid input does.
+func Tier(rec *kgo.Record, def string) (string, error) {
+	for _, h := range rec.Headers {
+		if h.Key != record.HeaderTier {
+			continue
+		}
+		switch v := string(h.Value); v {
+		case record.TierRealtime, record.TierBatch:
+			return v, nil
+		default:
+			const max = 64
+			if len(v) > max {
+				v = v[:max] + "..."
+			}
+			return "", fmt.Errorf("%w: %w: header %s is %q; it must be %q or %q",
+				record.ErrInvalidInput, ErrUnknownTier, record.HeaderTier, v, record.TierRealtime, record.TierBatch)
+		}
+	}
+	return def, nil
+}
+
+// RequestID is the id of the request of the input record at topic,
+// partition and offset in a provider batch (xAI's batch_request_id,
+// OpenAI's custom_id): "<topic>-<partition>-<offset>", unique per input
+// record and the same for every replica, so that a request added twice
+// would be seen as such.
+func RequestID(topic string, partition int32, offset int64) string {
+	return topic + "-" + strconv.Itoa(int(partition)) + "-" + strconv.FormatInt(offset, 10)
+}
+
+// Partition is the jobs topic partition, of n, of every record of job
+// id: FNV-1a of the id, so all of a job's records go to one member of
+// the jobs group.
+func Partition(jobID string, n int32) int32 {
+	if n <= 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(jobID))
+	return int32(h.Sum32() % uint32(n))
+}
