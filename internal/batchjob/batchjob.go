@@ -11,14 +11,21 @@
 // partition (Partition), so one member of the jobs group sees all of a
 // job:
 //
-//   - "job/<id>" holds the Job: its API, endpoint and model, its
-//     provider batch (batch_id, file_id), how far adding got, and the
-//     provider's last state and counts. It is rewritten at every step
-//     and tombstoned once the job's results are acknowledged.
-//   - "job/<id>/chunk/<seq>" holds a Chunk: input records gathered for
-//     the job, each with its source coordinates, key, headers, value
-//     (for the dead letter, and to rebuild the request body) and
-//     custom_id. Chunks are tombstoned with their job.
+//   - "job/<id>/chunk/<seq>" holds a Chunk, written by the gatherer:
+//     the job's API, endpoint and model and input records gathered for
+//     it, each with its source coordinates, key, headers, value (for the
+//     dead letter, and to rebuild the request body) and custom_id. The
+//     input offsets of a chunk's records are committed once it is
+//     acknowledged.
+//   - "job/<id>/seal" holds the Seal, written after the job's last chunk
+//     (SLUICE_BATCH_MAX_REQUESTS or SLUICE_BATCH_MAX_WAIT reached): how
+//     many chunks and requests it has.
+//   - "job/<id>" holds the Job, written by the job's owner: its provider
+//     batch (batch_id, file_id), how far adding got, and the provider's
+//     last state and counts. It is rewritten at every step.
+//   - "job/<id>/cancel" asks the owner to cancel the provider batch.
+//
+// Once a job's results are acknowledged, all its records are tombstoned.
 //
 // # At most one add
 //

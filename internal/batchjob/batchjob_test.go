@@ -53,14 +53,17 @@ func TestTier(t *testing.T) {
 
 func TestKeysAndPartition(t *testing.T) {
 	t.Parallel()
-	if id, seq, ok := ParseKey([]byte(JobKey("j-1"))); !ok || id != "j-1" || seq != -1 {
-		t.Fatalf("job key: %q %d %v", id, seq, ok)
+	for _, tc := range []struct {
+		key  string
+		kind Kind
+		seq  int
+	}{{JobKey("j-1"), KindJob, 0}, {ChunkKey("j-1", 12), KindChunk, 12}, {SealKey("j-1"), KindSeal, 0}, {CancelKey("j-1"), KindCancel, 0}} {
+		if id, kind, seq, ok := ParseKey([]byte(tc.key)); !ok || id != "j-1" || kind != tc.kind || seq != tc.seq {
+			t.Fatalf("%s: %q %d %d %v", tc.key, id, kind, seq, ok)
+		}
 	}
-	if id, seq, ok := ParseKey([]byte(ChunkKey("j-1", 12))); !ok || id != "j-1" || seq != 12 {
-		t.Fatalf("chunk key: %q %d %v", id, seq, ok)
-	}
-	for _, k := range []string{"", "job/", "other/j", "job/a/b", "job/j/chunk/", "job/j/chunk/-1", "job/j/chunk/01", "job//chunk/1"} {
-		if _, _, ok := ParseKey([]byte(k)); ok {
+	for _, k := range []string{"", "job/", "other/j", "job/a/b", "job/j/chunk/", "job/j/chunk/-1", "job/j/chunk/01", "job//chunk/1", "job//seal", "job/a/b/seal"} {
+		if _, _, _, ok := ParseKey([]byte(k)); ok {
 			t.Errorf("ParseKey(%q) ok", k)
 		}
 	}
@@ -85,7 +88,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	in := &kgo.Record{Topic: "prompts", Partition: 2, Offset: 9, Key: []byte{0, 1}, Value: []byte(`{"prompt":"hi"}`),
 		Headers: []kgo.RecordHeader{{Key: "sluice.tier", Value: []byte("batch")}, {Key: "bin", Value: []byte{0xff}}}}
-	c := Chunk{Job: "j-1", Seq: 3, Requests: []Request{RequestOf(in, "r-1", now)}}
+	c := Chunk{Job: "j-1", Seq: 3, API: "xai", Endpoint: "/v1/chat/completions", Model: "grok-4", Requests: []Request{RequestOf(in, "r-1", now)}}
 	b, err := Encode(c)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,15 @@ func FuzzDecodeJobRecord(f *testing.F) {
 				t.Fatalf("a decoded job does not decode again: %v", err)
 			}
 		}
+		if s, err := DecodeSeal(b); err == nil {
+			enc, err := Encode(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := DecodeSeal(enc); err != nil {
+				t.Fatalf("a decoded seal does not decode again: %v", err)
+			}
+		}
 		if c, err := DecodeChunk(b); err == nil {
 			enc, err := Encode(c)
 			if err != nil {

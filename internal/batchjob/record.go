@@ -35,8 +35,23 @@ var (
 
 // Key names of the jobs topic.
 const (
-	keyPrefix  = "job/"
-	chunkInfix = "/chunk/"
+	keyPrefix   = "job/"
+	chunkInfix  = "/chunk/"
+	sealSuffix  = "/seal"
+	cancelSufix = "/cancel"
+)
+
+// Kind is what a jobs topic record is, by its key. Each kind has one
+// writer, so no update is lost to another's: the gatherer writes chunks
+// and seals, the job's owner its Job, sluice batches cancel a Cancel.
+type Kind int
+
+// The kinds of jobs records.
+const (
+	KindJob    Kind = iota + 1 // "job/<id>": the Job (the owner's progress)
+	KindChunk                  // "job/<id>/chunk/<seq>": a Chunk
+	KindSeal                   // "job/<id>/seal": the Seal
+	KindCancel                 // "job/<id>/cancel": a cancel request
 )
 
 // JobKey is the key of job id's Job record.
@@ -45,23 +60,67 @@ func JobKey(id string) string { return keyPrefix + id }
 // ChunkKey is the key of job id's chunk seq.
 func ChunkKey(id string, seq int) string { return keyPrefix + id + chunkInfix + strconv.Itoa(seq) }
 
-// ParseKey reads a jobs topic key: the job's id and, for a chunk, its
-// sequence number (-1 for the Job record itself). ok is false for a key
-// that is neither.
-func ParseKey(key []byte) (id string, seq int, ok bool) {
+// SealKey is the key of job id's Seal.
+func SealKey(id string) string { return keyPrefix + id + sealSuffix }
+
+// CancelKey is the key of job id's cancel request.
+func CancelKey(id string) string { return keyPrefix + id + cancelSufix }
+
+// ParseKey reads a jobs topic key: the job's id, the record's kind and,
+// for a chunk, its sequence number. ok is false for any other key.
+func ParseKey(key []byte) (id string, kind Kind, seq int, ok bool) {
 	rest, found := strings.CutPrefix(string(key), keyPrefix)
 	if !found || rest == "" {
-		return "", 0, false
+		return "", 0, 0, false
+	}
+	if id, ok := strings.CutSuffix(rest, sealSuffix); ok {
+		return id, KindSeal, 0, validID(id)
+	}
+	if id, ok := strings.CutSuffix(rest, cancelSufix); ok {
+		return id, KindCancel, 0, validID(id)
 	}
 	id, s, isChunk := strings.Cut(rest, chunkInfix)
 	if !isChunk {
-		return rest, -1, !strings.Contains(rest, "/")
+		return rest, KindJob, 0, validID(rest)
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 || id == "" || strings.Contains(id, "/") || strconv.Itoa(n) != s {
-		return "", 0, false
+	if err != nil || n < 0 || !validID(id) || strconv.Itoa(n) != s {
+		return "", 0, 0, false
 	}
-	return id, n, true
+	return id, KindChunk, n, true
+}
+
+// Seal is the value of a job's seal: no chunk comes after it.
+type Seal struct {
+	V   int    `json:"v"`
+	Job string `json:"job"`
+	// Chunks is how many chunks were begun; Written lists those the
+	// brokers acknowledged (a chunk that failed was not, and its records
+	// were processed again), Requests counts their requests.
+	Chunks   int       `json:"chunks"`
+	Written  []int     `json:"written"`
+	Requests int       `json:"requests"`
+	Sealed   time.Time `json:"sealed"`
+}
+
+// DecodeSeal decodes a Seal record value.
+func DecodeSeal(b []byte) (Seal, error) {
+	var s Seal
+	if err := decode(b, &s); err != nil {
+		return Seal{}, err
+	}
+	switch {
+	case s.V != Version:
+		return Seal{}, fmt.Errorf("%w: %d", ErrVersion, s.V)
+	case !validID(s.Job) || s.Chunks < 0 || s.Requests < 0 || len(s.Written) > s.Chunks:
+		return Seal{}, fmt.Errorf("%w: bad seal", ErrRecord)
+	}
+	for _, seq := range s.Written {
+		if seq < 0 || seq >= s.Chunks {
+			return Seal{}, fmt.Errorf("%w: seal lists chunk %d of %d", ErrRecord, seq, s.Chunks)
+		}
+	}
+	return s, nil
 }
 
 // Step is how far a job got.
@@ -103,8 +162,11 @@ type Job struct {
 	// owner finding it with no BatchID looks for the batch before
 	// creating one (OpenAI: by the job id in its metadata).
 	Creating bool `json:"creating,omitempty"`
-	// Added are the chunks known to be in the provider batch (xAI).
-	Added []int `json:"added,omitempty"`
+	// Added are the chunks known to be in the provider batch (xAI);
+	// Refused those the provider refused (their records get error
+	// results).
+	Added   []int     `json:"added,omitempty"`
+	Refused []Refusal `json:"refused,omitempty"`
 	// Adding is the chunk being added, nil for none; TotalBefore is the
 	// batch's request count before that add, to tell after a crash
 	// whether it happened.
@@ -127,11 +189,22 @@ type Job struct {
 	Updated time.Time `json:"updated"`
 }
 
-// Chunk is the value of one chunk of a job ("job/<id>/chunk/<seq>").
+// Refusal is a chunk the provider refused, with its message.
+type Refusal struct {
+	Chunk   int    `json:"chunk"`
+	Message string `json:"message"`
+}
+
+// Chunk is the value of one chunk of a job ("job/<id>/chunk/<seq>"). It
+// repeats the job's API, endpoint and model: the chunks and the seal are
+// all a new owner needs to take a job up.
 type Chunk struct {
 	V        int       `json:"v"`
 	Job      string    `json:"job"`
 	Seq      int       `json:"seq"`
+	API      string    `json:"api"`
+	Endpoint string    `json:"endpoint"`
+	Model    string    `json:"model"`
 	Requests []Request `json:"requests"`
 }
 
@@ -192,6 +265,9 @@ func Encode(v any) ([]byte, error) {
 		v.V = Version
 		return json.Marshal(v)
 	case Chunk:
+		v.V = Version
+		return json.Marshal(v)
+	case Seal:
 		v.V = Version
 		return json.Marshal(v)
 	}

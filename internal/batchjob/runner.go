@@ -1,0 +1,834 @@
+package batchjob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/batchapi"
+	"github.com/sluice-dev/sluice/record"
+)
+
+// Publisher publishes the result of an input record, and its dead
+// letter when it failed (producer.Publisher). done is called once: nil
+// once the brokers acknowledged every output.
+type Publisher interface {
+	Publish(ctx context.Context, in *kgo.Record, res *record.Result, done func(error))
+}
+
+// XAIBatches is what a Runner needs of xAI's Batch API (*batchapi.XAI).
+type XAIBatches interface {
+	Create(ctx context.Context, name string) (batchapi.Batch, error)
+	Add(ctx context.Context, id string, reqs []batchapi.Request) error
+	Get(ctx context.Context, id string) (batchapi.Batch, error)
+	Results(ctx context.Context, id, pageToken string) ([]batchapi.Result, string, error)
+	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
+}
+
+// OpenAIBatches is what a Runner needs of OpenAI's Batch API
+// (*batchapi.OpenAI).
+type OpenAIBatches interface {
+	Upload(ctx context.Context, filename string, reqs []batchapi.Request) (string, error)
+	Create(ctx context.Context, fileID, url string, metadata map[string]string) (batchapi.Batch, error)
+	Get(ctx context.Context, id string) (batchapi.Batch, error)
+	List(ctx context.Context, after string, limit int) ([]batchapi.Batch, string, error)
+	Results(ctx context.Context, fileID string, fn func(batchapi.Result) error) error
+	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
+}
+
+// Observer is told what the runner does (metrics); every method may be
+// called concurrently.
+type Observer interface {
+	// BatchState reports a provider batch's state change.
+	BatchState(api string, from, to batchapi.State)
+	// BatchResult reports one published batch-tier result and its cost
+	// in xAI ticks (0 when unknown).
+	BatchResult(res *record.Result)
+}
+
+// RunnerConfig tunes a Runner.
+type RunnerConfig struct {
+	// JobsTopic and Group: the jobs group ("<group>.batches") over it.
+	JobsTopic string
+	Group     string
+	// PollInterval paces the reads of a provider batch's state.
+	PollInterval time.Duration
+	// MaxWait is SLUICE_BATCH_MAX_WAIT: a job with chunks and no seal for
+	// twice as long (its gatherer died) is sealed by its owner.
+	MaxWait time.Duration
+	// Parse rebuilds a request's body from its input value, as the
+	// gatherer's replica parsed it (DefaultModel, Endpoint).
+	Parse record.Options
+	// XAI or OpenAI is the provider's Batch API, by a chunk's api.
+	XAI    XAIBatches
+	OpenAI OpenAIBatches
+	// Publisher publishes the results.
+	Publisher Publisher
+	// Observer, when set, is told of state changes and results.
+	Observer Observer
+	// StepTimeout bounds one step of one job (default 2m).
+	StepTimeout time.Duration
+}
+
+// Runner owns the jobs of the jobs topic partitions the group gives its
+// member: it rebuilds their state from the topic on assignment, creates
+// their provider batches, adds their requests (at most once), polls
+// them, and publishes their results. Build the kgo client with
+// ClientOpts, then Run.
+type Runner struct {
+	cfg RunnerConfig
+	log zerolog.Logger
+	now func() time.Time
+
+	cl   *kgo.Client
+	wake chan struct{}
+
+	mu    sync.Mutex
+	parts map[int32]*jobsPartition
+}
+
+type jobsPartition struct {
+	id       int32
+	end      int64 // the end offset at assignment; -1 until known
+	lastSeen int64
+	quietAt  time.Time // when the last record was seen
+	loaded   bool
+	jobs     map[string]*jobState
+}
+
+type jobState struct {
+	id        string
+	partition int32
+	chunks    map[int]Chunk
+	seal      *Seal
+	job       Job
+	hasJob    bool
+	cancel    bool
+	lastWrite time.Time // the latest chunk's or seal's timestamp
+	nextPoll  time.Time
+}
+
+// NewRunner returns a Runner for cfg.
+func NewRunner(cfg RunnerConfig, log zerolog.Logger) *Runner {
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 30 * time.Second
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = time.Minute
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = 2 * time.Minute
+	}
+	return &Runner{cfg: cfg, log: log, now: time.Now, wake: make(chan struct{}, 1), parts: make(map[int32]*jobsPartition)}
+}
+
+// ClientOpts are the options of the jobs group's client: no committed
+// offsets (every assignment reads its partitions from the start, the
+// topic is compacted), cooperative rebalances, control records kept so
+// that the end of a partition is seen.
+func (r *Runner) ClientOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ConsumerGroup(r.cfg.Group),
+		kgo.ConsumeTopics(r.cfg.JobsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(250 * time.Millisecond),
+		kgo.OnPartitionsAssigned(r.assigned),
+		kgo.OnPartitionsRevoked(r.dropped),
+		kgo.OnPartitionsLost(r.dropped),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	}
+}
+
+func (r *Runner) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	r.mu.Lock()
+	var ps []int32
+	for _, p := range assigned[r.cfg.JobsTopic] {
+		r.parts[p] = &jobsPartition{id: p, end: -1, lastSeen: -1, quietAt: r.now(), jobs: map[string]*jobState{}}
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	// Owned by the client: ctx ends when it leaves the group or closes.
+	go r.loadEnds(ctx, kadm.NewClient(cl), ps)
+}
+
+// loadEnds learns where the assigned partitions ended when they were
+// assigned: up to there the state is rebuilt before any job is acted on.
+func (r *Runner) loadEnds(ctx context.Context, adm *kadm.Client, ps []int32) {
+	for ctx.Err() == nil {
+		ends, err := adm.ListEndOffsets(ctx, r.cfg.JobsTopic)
+		if err == nil {
+			r.mu.Lock()
+			for _, p := range ps {
+				if jp := r.parts[p]; jp != nil {
+					if o, ok := ends.Lookup(r.cfg.JobsTopic, p); ok && o.Err == nil {
+						jp.end = o.Offset
+						r.checkLoadedLocked(jp)
+					}
+				}
+			}
+			r.mu.Unlock()
+			r.poke()
+			return
+		}
+		r.log.Warn().Err(err).Str("topic", r.cfg.JobsTopic).Msg("cannot list the jobs topic's end offsets; retrying")
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *Runner) dropped(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range lost[r.cfg.JobsTopic] {
+		delete(r.parts, p)
+	}
+}
+
+// checkLoadedLocked marks jp loaded once its records up to its end at
+// assignment were read. A partition whose last records were compacted
+// away is taken as loaded after a quiet second past its end's lookup.
+func (r *Runner) checkLoadedLocked(jp *jobsPartition) {
+	if jp.loaded || jp.end < 0 {
+		return
+	}
+	if jp.lastSeen+1 >= jp.end || r.now().Sub(jp.quietAt) > time.Second {
+		jp.loaded = true
+		r.log.Debug().Str("topic", r.cfg.JobsTopic).Int32("partition", jp.id).Int("jobs", len(jp.jobs)).Msg("batch jobs loaded")
+	}
+}
+
+func (r *Runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run consumes the jobs topic through cl (built with ClientOpts) and
+// acts on the loaded jobs until ctx ends.
+func (r *Runner) Run(ctx context.Context, cl *kgo.Client) error {
+	r.cl = cl
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.act(ctx) }()
+	defer wg.Wait()
+	for {
+		fetches := cl.PollRecords(ctx, 1000)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				r.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("jobs topic fetch error")
+			}
+		})
+		r.mu.Lock()
+		fetches.EachRecord(r.applyLocked)
+		for _, jp := range r.parts {
+			r.checkLoadedLocked(jp)
+		}
+		r.mu.Unlock()
+		r.poke()
+	}
+}
+
+// applyLocked applies one record of the jobs topic to the state.
+func (r *Runner) applyLocked(rec *kgo.Record) {
+	jp := r.parts[rec.Partition]
+	if jp == nil {
+		return
+	}
+	jp.lastSeen, jp.quietAt = max(jp.lastSeen, rec.Offset), r.now()
+	if rec.Attrs.IsControl() {
+		return
+	}
+	id, kind, seq, ok := ParseKey(rec.Key)
+	if !ok {
+		return
+	}
+	js := jp.jobs[id]
+	if js == nil {
+		if rec.Value == nil {
+			return
+		}
+		js = &jobState{id: id, partition: rec.Partition, chunks: map[int]Chunk{}}
+		jp.jobs[id] = js
+	}
+	var err error
+	switch kind {
+	case KindChunk:
+		if rec.Value == nil {
+			delete(js.chunks, seq)
+			break
+		}
+		var c Chunk
+		if c, err = DecodeChunk(rec.Value); err == nil {
+			js.chunks[seq] = c
+			js.lastWrite = rec.Timestamp
+		}
+	case KindSeal:
+		if rec.Value == nil {
+			js.seal = nil
+			break
+		}
+		var s Seal
+		if s, err = DecodeSeal(rec.Value); err == nil {
+			js.seal, js.lastWrite = &s, rec.Timestamp
+		}
+	case KindCancel:
+		js.cancel = rec.Value != nil
+	case KindJob:
+		if rec.Value == nil {
+			delete(jp.jobs, id) // written last, once done
+			break
+		}
+		if jp.loaded {
+			break // the owner's own write: its memory is ahead
+		}
+		var j Job
+		if j, err = DecodeJob(rec.Value); err == nil {
+			js.job, js.hasJob = j, true
+		}
+	}
+	if err != nil {
+		r.log.Warn().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("skipping a jobs record this build cannot read")
+	}
+}
+
+// act steps the loaded jobs, one at a time, until ctx ends.
+func (r *Runner) act(ctx context.Context) {
+	tick := time.NewTicker(min(r.cfg.PollInterval, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-r.wake:
+		}
+		for _, js := range r.due() {
+			if ctx.Err() != nil {
+				return
+			}
+			sctx, cancel := context.WithTimeout(ctx, r.cfg.StepTimeout)
+			err := r.step(sctx, js)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				r.log.Warn().Err(err).Str("job", js.id).Msg("batch job step failed; retrying at the next poll")
+				r.later(js)
+			}
+		}
+	}
+}
+
+// due returns the jobs of loaded partitions whose next step is due.
+func (r *Runner) due() []*jobState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*jobState
+	now := r.now()
+	for _, jp := range r.parts {
+		if !jp.loaded {
+			continue
+		}
+		for _, js := range jp.jobs {
+			if !js.nextPoll.After(now) && len(js.chunks) > 0 {
+				out = append(out, js)
+			}
+		}
+	}
+	return out
+}
+
+// later puts js's next step a poll interval away.
+func (r *Runner) later(js *jobState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	js.nextPoll = r.now().Add(r.cfg.PollInterval)
+}
+
+// owned reports whether js's partition is still this member's.
+func (r *Runner) owned(js *jobState) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	jp := r.parts[js.partition]
+	return jp != nil && jp.jobs[js.id] == js
+}
+
+// snapshot copies what a step reads of js under the lock.
+func (r *Runner) snapshot(js *jobState) (chunks []Chunk, seal *Seal, cancel bool, lastWrite time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range js.chunks {
+		chunks = append(chunks, c)
+	}
+	slices.SortFunc(chunks, func(a, b Chunk) int { return a.Seq - b.Seq })
+	if js.seal != nil {
+		s := *js.seal
+		seal = &s
+	}
+	return chunks, seal, js.cancel, js.lastWrite
+}
+
+// save writes js's Job (the owner's progress) and waits for it.
+func (r *Runner) save(ctx context.Context, js *jobState) error {
+	js.job.Updated = r.now()
+	value, err := Encode(js.job)
+	if err != nil {
+		return err
+	}
+	rec := &kgo.Record{Topic: r.cfg.JobsTopic, Partition: js.partition, Key: []byte(JobKey(js.id)), Value: value}
+	if err := r.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return fmt.Errorf("write job %s: %w", js.id, err)
+	}
+	js.hasJob = true
+	return nil
+}
+
+// step takes js one step further.
+func (r *Runner) step(ctx context.Context, js *jobState) error {
+	if !r.owned(js) {
+		return nil
+	}
+	chunks, seal, cancel, lastWrite := r.snapshot(js)
+	if len(chunks) == 0 {
+		return nil
+	}
+	if !js.hasJob {
+		c := chunks[0]
+		js.job = Job{ID: js.id, API: c.API, Endpoint: c.Endpoint, Model: c.Model, Step: StepGathering, Created: r.now()}
+	}
+	if seal == nil && r.now().Sub(lastWrite) > 2*r.cfg.MaxWait {
+		s, err := r.sealStale(ctx, js, chunks)
+		if err != nil {
+			return err
+		}
+		seal = s
+	}
+	if seal != nil && js.job.Step == StepGathering {
+		js.job.Step = StepSealed
+	}
+	js.job.Chunks = len(chunks)
+	switch js.job.API {
+	case "xai":
+		return r.stepXAI(ctx, js, chunks, seal, cancel)
+	case "openai":
+		return r.stepOpenAI(ctx, js, chunks, seal, cancel)
+	}
+	return fmt.Errorf("job %s: unknown api %q", js.id, js.job.API)
+}
+
+// sealStale seals a job whose gatherer stopped writing.
+func (r *Runner) sealStale(ctx context.Context, js *jobState, chunks []Chunk) (*Seal, error) {
+	s := Seal{Job: js.id, Sealed: r.now()}
+	for _, c := range chunks {
+		s.Chunks = max(s.Chunks, c.Seq+1)
+		s.Written = append(s.Written, c.Seq)
+		s.Requests += len(c.Requests)
+	}
+	value, err := Encode(s)
+	if err != nil {
+		return nil, err
+	}
+	rec := &kgo.Record{Topic: r.cfg.JobsTopic, Partition: js.partition, Key: []byte(SealKey(js.id)), Value: value}
+	if err := r.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return nil, fmt.Errorf("seal stale job %s: %w", js.id, err)
+	}
+	r.mu.Lock()
+	js.seal = &s
+	r.mu.Unlock()
+	r.log.Info().Str("job", js.id).Int("requests", s.Requests).Msg("batch job sealed by its owner: its gatherer stopped writing")
+	return &s, nil
+}
+
+// complete reports whether every chunk the seal lists is here.
+func complete(chunks []Chunk, seal *Seal) bool {
+	if seal == nil {
+		return false
+	}
+	for _, seq := range seal.Written {
+		if !slices.ContainsFunc(chunks, func(c Chunk) bool { return c.Seq == seq }) {
+			return false
+		}
+	}
+	return true
+}
+
+// requests builds the provider requests of c's records.
+func (r *Runner) requests(c Chunk) []batchapi.Request {
+	out := make([]batchapi.Request, 0, len(c.Requests))
+	for _, q := range c.Requests {
+		opts := r.cfg.Parse
+		opts.FallbackID = q.CustomID
+		req, err := record.Parse(q.Value, opts)
+		body := req.Body
+		if err != nil {
+			body = q.Value // parsed when gathered; the provider answers an error
+		}
+		out = append(out, batchapi.Request{ID: q.ID, URL: c.Endpoint, Body: body})
+	}
+	return out
+}
+
+// noAnswer reports whether err left it unknown whether the call
+// happened (a timeout, a dropped connection).
+func noAnswer(err error) bool {
+	return errors.Is(err, api.ErrTimeout) || errors.Is(err, api.ErrTransport) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// stepXAI: create the batch, add every chunk once, poll, publish.
+func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal *Seal, cancel bool) error {
+	x := r.cfg.XAI
+	if js.job.BatchID == "" {
+		// Creating twice after a crash leaves an empty batch: no
+		// request is in two batches.
+		b, err := x.Create(ctx, "sluice-"+js.id)
+		if err != nil {
+			return fmt.Errorf("create batch: %w", err)
+		}
+		js.job.BatchID = b.ID
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+		r.stateChange(js, "", batchapi.StateInProgress)
+	}
+	if js.job.Adding != nil {
+		// An add was begun and not recorded as done: the batch's count
+		// says whether it happened.
+		seq := *js.job.Adding
+		b, err := x.Get(ctx, js.job.BatchID)
+		if err != nil {
+			return fmt.Errorf("check add: %w", err)
+		}
+		n := 0
+		if i := slices.IndexFunc(chunks, func(c Chunk) bool { return c.Seq == seq }); i >= 0 {
+			n = len(chunks[i].Requests)
+		}
+		if b.Total >= js.job.TotalBefore+n {
+			js.job.Added = append(js.job.Added, seq)
+		}
+		js.job.Adding = nil
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+	}
+	for _, c := range chunks {
+		if slices.Contains(js.job.Added, c.Seq) {
+			continue
+		}
+		b, err := x.Get(ctx, js.job.BatchID)
+		if err != nil {
+			return fmt.Errorf("read batch before an add: %w", err)
+		}
+		seq := c.Seq
+		js.job.Adding, js.job.TotalBefore = &seq, b.Total
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+		reqs := r.requests(c)
+		parts, err := batchapi.XAIChunks(reqs)
+		if err == nil {
+			for _, part := range parts {
+				if err = x.Add(ctx, js.job.BatchID, part); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			if noAnswer(err) || api.Retryable(err) {
+				return fmt.Errorf("add chunk %d: %w", seq, err) // Adding stays: checked next time
+			}
+			r.log.Warn().Err(err).Str("job", js.id).Int("chunk", seq).Msg("the provider refused a chunk of a batch job; its records get error results")
+			js.job.Refused = append(js.job.Refused, Refusal{Chunk: seq, Message: api.Truncate(err.Error(), 512)})
+		} else {
+			js.job.Added = append(js.job.Added, seq)
+		}
+		js.job.Adding = nil
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+	}
+	if !complete(chunks, seal) {
+		return nil // more chunks may come
+	}
+	if js.job.Step == StepSealed {
+		js.job.Step = StepSubmitted
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+	}
+	if cancel && js.job.ProviderState != string(batchapi.StateCancelled) && js.job.ProviderState != string(batchapi.StateCancelling) {
+		if _, err := x.Cancel(ctx, js.job.BatchID); err != nil {
+			return fmt.Errorf("cancel: %w", err)
+		}
+	}
+	b, err := x.Get(ctx, js.job.BatchID)
+	if err != nil {
+		return fmt.Errorf("poll: %w", err)
+	}
+	if err := r.observe(ctx, js, b); err != nil {
+		return err
+	}
+	if b.Pending > 0 && !b.State.Terminal() {
+		r.later(js)
+		return nil
+	}
+	results := map[string]batchapi.Result{}
+	for page := ""; ; {
+		rs, next, err := x.Results(ctx, js.job.BatchID, page)
+		if err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+		for _, res := range rs {
+			results[res.ID] = res
+		}
+		if page = next; page == "" {
+			break
+		}
+	}
+	return r.publish(ctx, js, chunks, b, results)
+}
+
+// stepOpenAI: once sealed, upload the file and create the batch (once),
+// poll, publish.
+func (r *Runner) stepOpenAI(ctx context.Context, js *jobState, chunks []Chunk, seal *Seal, cancel bool) error {
+	o := r.cfg.OpenAI
+	if !complete(chunks, seal) {
+		return nil
+	}
+	if js.job.BatchID == "" && js.job.Creating {
+		// A create was begun and not recorded: find its batch by the
+		// job id in its metadata.
+		b, found, err := r.findOpenAI(ctx, js.id)
+		if err != nil {
+			return err
+		}
+		if found {
+			js.job.BatchID = b.ID
+		}
+		js.job.Creating = false
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+	}
+	if js.job.BatchID == "" {
+		var reqs []batchapi.Request
+		for _, c := range chunks {
+			reqs = append(reqs, r.requests(c)...)
+		}
+		file, err := o.Upload(ctx, js.id+".jsonl", reqs)
+		if err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		js.job.FileID, js.job.Creating = file, true
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+		b, err := o.Create(ctx, file, js.job.Endpoint, map[string]string{"sluice_job": js.id})
+		if err != nil {
+			return fmt.Errorf("create batch: %w", err) // Creating stays: looked for next time
+		}
+		js.job.BatchID, js.job.Creating, js.job.Step = b.ID, false, StepSubmitted
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+		r.stateChange(js, "", b.State)
+	}
+	if cancel && !batchapi.State(js.job.ProviderState).Terminal() && js.job.ProviderState != string(batchapi.StateCancelling) {
+		if _, err := o.Cancel(ctx, js.job.BatchID); err != nil {
+			return fmt.Errorf("cancel: %w", err)
+		}
+	}
+	b, err := o.Get(ctx, js.job.BatchID)
+	if err != nil {
+		return fmt.Errorf("poll: %w", err)
+	}
+	if err := r.observe(ctx, js, b); err != nil {
+		return err
+	}
+	if !b.State.Terminal() {
+		r.later(js)
+		return nil
+	}
+	results := map[string]batchapi.Result{}
+	for _, f := range []string{b.OutputFileID, b.ErrorFileID} {
+		if f == "" {
+			continue
+		}
+		if err := o.Results(ctx, f, func(res batchapi.Result) error { results[res.ID] = res; return nil }); err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+	}
+	return r.publish(ctx, js, chunks, b, results)
+}
+
+// findOpenAI looks through the newest batches for the job's.
+func (r *Runner) findOpenAI(ctx context.Context, jobID string) (batchapi.Batch, bool, error) {
+	after := ""
+	for range 20 { // the newest 2000 batches
+		page, next, err := r.cfg.OpenAI.List(ctx, after, 100)
+		if err != nil {
+			return batchapi.Batch{}, false, fmt.Errorf("look for the batch: %w", err)
+		}
+		for _, b := range page {
+			if b.Metadata["sluice_job"] == jobID {
+				return b, true, nil
+			}
+		}
+		if after = next; after == "" {
+			break
+		}
+	}
+	return batchapi.Batch{}, false, nil
+}
+
+// observe records the provider's state and counts, logging a change.
+func (r *Runner) observe(ctx context.Context, js *jobState, b batchapi.Batch) error {
+	from := batchapi.State(js.job.ProviderState)
+	changed := from != b.State || js.job.Pending != b.Pending
+	js.job.ProviderState, js.job.Pending, js.job.Succeeded, js.job.Failed, js.job.Cancelled = string(b.State), b.Pending, b.Succeeded, b.Failed, b.Cancelled
+	js.job.CostUSDTicks = b.CostUSDTicks
+	if from != b.State {
+		r.stateChange(js, from, b.State)
+	}
+	if changed {
+		return r.save(ctx, js)
+	}
+	return nil
+}
+
+func (r *Runner) stateChange(js *jobState, from, to batchapi.State) {
+	r.log.Info().Str("job", js.id).Str("api", js.job.API).Str("batch_id", js.job.BatchID).
+		Str("from", string(from)).Str("state", string(to)).Int("pending", js.job.Pending).
+		Int("succeeded", js.job.Succeeded).Int("failed", js.job.Failed).Msg("batch state changed")
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.BatchState(js.job.API, from, to)
+	}
+}
+
+// publish publishes one result per record of the job, waits for them,
+// then tombstones the job's records.
+func (r *Runner) publish(ctx context.Context, js *jobState, chunks []Chunk, b batchapi.Batch, results map[string]batchapi.Result) error {
+	if js.job.Step != StepPublishing {
+		js.job.Step = StepPublishing
+		if err := r.save(ctx, js); err != nil {
+			return err
+		}
+	}
+	refused := map[int]string{}
+	for _, f := range js.job.Refused {
+		refused[f.Chunk] = f.Message
+	}
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	n := 0
+	for _, c := range chunks {
+		for _, q := range c.Requests {
+			res := r.resultOf(js, q, b, results, refused, c.Seq)
+			wg.Add(1)
+			n++
+			r.cfg.Publisher.Publish(ctx, q.Input(), res, func(err error) {
+				if err == nil && r.cfg.Observer != nil {
+					r.cfg.Observer.BatchResult(res)
+				}
+				errMu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				errMu.Unlock()
+				wg.Done()
+			})
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("publish results: %w", firstErr)
+	}
+	js.job.Step = StepDone
+	if err := r.save(ctx, js); err != nil {
+		return err
+	}
+	// Tombstones: the chunks, seal and cancel first, the job last (a
+	// reader that sees the job's tombstone forgets the job).
+	var recs []*kgo.Record
+	for _, c := range chunks {
+		recs = append(recs, &kgo.Record{Key: []byte(ChunkKey(js.id, c.Seq))})
+	}
+	recs = append(recs, &kgo.Record{Key: []byte(SealKey(js.id))}, &kgo.Record{Key: []byte(CancelKey(js.id))}, &kgo.Record{Key: []byte(JobKey(js.id))})
+	for _, rec := range recs {
+		rec.Topic, rec.Partition = r.cfg.JobsTopic, js.partition
+	}
+	if err := r.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("tombstone job %s: %w", js.id, err)
+	}
+	r.log.Info().Str("job", js.id).Str("batch_id", js.job.BatchID).Int("results", n).Int64("cost_usd_ticks", b.CostUSDTicks).Msg("batch job done")
+	r.mu.Lock()
+	if jp := r.parts[js.partition]; jp != nil && jp.jobs[js.id] == js {
+		delete(jp.jobs, js.id)
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// resultOf is the result record of request q of the job.
+func (r *Runner) resultOf(js *jobState, q Request, b batchapi.Batch, results map[string]batchapi.Result, refused map[int]string, seq int) *record.Result {
+	res := &record.Result{
+		ID: record.NewID(), CustomID: q.CustomID, Attempts: 1,
+		Source:    record.Source{Topic: q.Topic, Partition: q.Partition, Offset: q.Offset},
+		LatencyMS: r.now().Sub(q.Gathered).Milliseconds(),
+		Tier:      record.TierBatch, BatchID: js.job.BatchID,
+	}
+	if msg, ok := refused[seq]; ok {
+		res.Error = &record.Error{Code: record.CodeAPIError, Message: msg}
+		return res
+	}
+	br, ok := results[q.ID]
+	if !ok {
+		switch b.State {
+		case batchapi.StateCancelled, batchapi.StateCancelling:
+			res.Error = &record.Error{Code: record.CodeCancelled, Message: "the provider batch " + b.ID + " was cancelled before the request ran"}
+		case batchapi.StateExpired:
+			res.Error = &record.Error{Code: record.CodeExpired, Message: "the provider batch " + b.ID + " expired before the request ran"}
+		default:
+			res.Error = &record.Error{Code: record.CodeAPIError, Message: "the provider batch " + b.ID + " ended (" + string(b.State) + ") without a result for the request"}
+		}
+		return res
+	}
+	res.CostUSDTicks = br.CostUSDTicks
+	if br.Body != nil || br.StatusCode != 0 {
+		res.Response = &record.Response{StatusCode: br.StatusCode, Body: br.Body}
+		if br.RequestID != "" {
+			id := br.RequestID
+			res.Response.RequestID = &id
+		}
+	}
+	switch br.Outcome {
+	case batchapi.Succeeded:
+	case batchapi.Expired:
+		res.Error = &record.Error{Code: record.CodeExpired, Message: br.Error.Message}
+	case batchapi.Cancelled:
+		res.Error = &record.Error{Code: record.CodeCancelled, Message: br.Error.Message}
+	default:
+		msg := br.Error.Message
+		if br.Error.Code != "" {
+			msg = br.Error.Code + ": " + msg
+		}
+		res.Error = &record.Error{Code: record.CodeAPIError, Message: msg}
+	}
+	return res
+}

@@ -1,0 +1,320 @@
+package batchjob
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/batchapi"
+	"github.com/sluice-dev/sluice/internal/mockapi"
+	"github.com/sluice-dev/sluice/producer"
+	"github.com/sluice-dev/sluice/record"
+)
+
+const (
+	jobsTopic = "prompts.batches"
+	outTopic  = "completions"
+	dlqTopic  = "prompts.dlq"
+	jobsParts = 4
+)
+
+// env is a Kafka (kfake) and a provider (the simulator) for the batch
+// tier.
+type env struct {
+	t     *testing.T
+	addrs []string
+	mock  *mockapi.Server
+	xai   *batchapi.XAI
+	oai   *batchapi.OpenAI
+}
+
+func newEnv(t *testing.T, mcfg mockapi.Config) *env {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(jobsParts, jobsTopic), kfake.SeedTopics(1, outTopic, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	mock := mockapi.New(mcfg)
+	srv := httptest.NewServer(mock)
+	t.Cleanup(srv.Close)
+	t.Cleanup(mock.Close)
+	ac, err := api.New(api.Config{BaseURL: srv.URL + "/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, addrs: c.ListenAddrs(), mock: mock, xai: batchapi.NewXAI(ac), oai: batchapi.NewOpenAI(ac)}
+}
+
+func (e *env) client(opts ...kgo.Opt) *kgo.Client {
+	e.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(cl.Close)
+	return cl
+}
+
+// gather gathers n records of input partition p (offsets from..from+n)
+// and seals them, waiting for every ack.
+func (e *env) gather(api string, p int32, from, n int) {
+	e.t.Helper()
+	cl := e.client()
+	g := NewGatherer(cl, GatherConfig{JobsTopic: jobsTopic, Partitions: jobsParts, API: api, MaxRequests: 10000, MaxWait: time.Minute, ChunkRequests: 7}, zerolog.Nop())
+	var wg sync.WaitGroup
+	for i := range n {
+		off := int64(from + i)
+		rec := &kgo.Record{Topic: "prompts", Partition: p, Offset: off, Key: []byte(fmt.Sprint("k", off)),
+			Value:   []byte(fmt.Sprintf(`{"custom_id":"c-%d-%d","model":"grok-4","messages":[{"role":"user","content":"q %d"}]}`, p, off, off)),
+			Headers: []kgo.RecordHeader{{Key: record.HeaderTier, Value: []byte("batch")}}}
+		wg.Add(1)
+		if err := g.Add(rec, fmt.Sprintf("c-%d-%d", p, off), "/v1/chat/completions", "grok-4", func(err error) {
+			if err != nil {
+				e.t.Errorf("ack %d: %v", off, err)
+			}
+			wg.Done()
+		}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := g.Close(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// runner starts a runner member of the jobs group; stop ends it (as a
+// crash does: its client is closed, nothing is drained).
+func (e *env) runner() (stop func()) {
+	e.t.Helper()
+	r := NewRunner(RunnerConfig{
+		JobsTopic: jobsTopic, Group: "sluice.batches", PollInterval: 30 * time.Millisecond, MaxWait: time.Minute,
+		Parse: record.Options{DefaultModel: "grok-4"}, XAI: e.xai, OpenAI: e.oai,
+	}, zerolog.Nop())
+	cl := e.client(r.ClientOpts()...)
+	r.cfg.Publisher = producer.NewPublisher(cl, outTopic, dlqTopic)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx, cl) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; cl.Close() }) }
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// results reads the output topic until want distinct results (by
+// source offset) arrived, and returns them by custom_id.
+func (e *env) results(want int) map[string]record.Result {
+	e.t.Helper()
+	cl := e.client(kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	got := map[string]record.Result{}
+	for len(got) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			e.t.Fatalf("%d of %d results", len(got), want)
+		}
+		fs.EachRecord(func(rec *kgo.Record) {
+			var r record.Result
+			if err := json.Unmarshal(rec.Value, &r); err != nil {
+				e.t.Fatal(err)
+			}
+			got[r.CustomID] = r
+		})
+	}
+	return got
+}
+
+// jobsLeft counts the live (not tombstoned) job records.
+func (e *env) jobsLeft() int {
+	e.t.Helper()
+	cl := e.client(kgo.ConsumeTopics(jobsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	live := map[string]bool{}
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		fs.EachRecord(func(rec *kgo.Record) { live[string(rec.Key)] = rec.Value != nil })
+	}
+	n := 0
+	for _, l := range live {
+		if l {
+			n++
+		}
+	}
+	return n
+}
+
+func TestLifecycle(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"xai", "openai"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mockapi.Config{BatchDelay: 50 * time.Millisecond, BatchFail: 0.2, Models: []string{"grok-4"}, Seed: 5})
+			e.runner()
+			e.gather(provider, 0, 0, 25)
+			e.gather(provider, 1, 100, 15)
+			got := e.results(40)
+			failed := 0
+			for id, r := range got {
+				if r.Tier != "batch" || r.BatchID == "" || r.Attempts != 1 {
+					t.Fatalf("%s: %+v", id, r)
+				}
+				if r.Error == nil {
+					if r.Response == nil || r.Response.StatusCode != 200 || len(r.Response.Body) == 0 {
+						t.Fatalf("%s: %+v", id, r)
+					}
+					if provider == "xai" && r.CostUSDTicks <= 0 {
+						t.Fatalf("%s: no cost", id)
+					}
+					continue
+				}
+				failed++
+				if r.Error.Code != record.CodeAPIError {
+					t.Fatalf("%s: %+v", id, r.Error)
+				}
+			}
+			if failed == 0 || failed == 40 {
+				t.Fatalf("%d of 40 failed at a 20%% failure rate", failed)
+			}
+			if st := e.mock.Stats().Batch; st.Duplicates != 0 || st.RequestsAdded != 40 {
+				t.Fatalf("provider saw %+v", st)
+			}
+			waitFor(t, func() bool { return e.jobsLeft() == 0 }, "the jobs tombstoned")
+		})
+	}
+}
+
+// TestNoDoubleAddAfterACrash: the owner recorded that it began adding a
+// chunk, added it, and died before recording that it had. The next owner
+// sees from the batch's count that the add happened and does not add
+// again.
+func TestNoDoubleAddAfterACrash(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, mockapi.Config{BatchDelay: 50 * time.Millisecond, Seed: 6})
+	e.gather("xai", 2, 0, 5) // one chunk, sealed
+	// What the dead owner did: create, record "adding chunk 0", add.
+	cl := e.client()
+	var chunk Chunk
+	var partition int32
+	{
+		rc := e.client(kgo.ConsumeTopics(jobsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for chunk.Job == "" && ctx.Err() == nil {
+			rc.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
+				if _, kind, _, _ := ParseKey(rec.Key); kind == KindChunk {
+					chunk, _ = DecodeChunk(rec.Value)
+					partition = rec.Partition
+				}
+			})
+		}
+		cancel()
+	}
+	ctx := context.Background()
+	b, err := e.xai.Create(ctx, "sluice-"+chunk.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := 0
+	j := Job{V: Version, ID: chunk.Job, API: "xai", Endpoint: chunk.Endpoint, Model: chunk.Model, Step: StepSealed, Chunks: 1,
+		BatchID: b.ID, Adding: &zero, TotalBefore: 0}
+	value, _ := Encode(j)
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: jobsTopic, Partition: partition, Key: []byte(JobKey(j.ID)), Value: value}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRunner(RunnerConfig{Parse: record.Options{DefaultModel: "grok-4"}}, zerolog.Nop())
+	if err := e.xai.Add(ctx, b.ID, r.requests(chunk)); err != nil {
+		t.Fatal(err)
+	}
+	// The next owner.
+	e.runner()
+	got := e.results(5)
+	for id, res := range got {
+		if res.BatchID != b.ID || res.Error != nil {
+			t.Fatalf("%s: %+v", id, res)
+		}
+	}
+	if st := e.mock.Stats().Batch; st.Duplicates != 0 || st.RequestsAdded != 5 || st.Batches != 1 {
+		t.Fatalf("provider saw %+v", st)
+	}
+}
+
+// TestOwnerMovesWhilePolling: one member creates the batch and polls it;
+// it stops (its partitions move), and another member, which rebuilds
+// the job from the topic, publishes every result without adding any
+// request again.
+func TestOwnerMovesWhilePolling(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"xai", "openai"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mockapi.Config{BatchDelay: 700 * time.Millisecond, Seed: 8})
+			first := e.runner()
+			e.gather(provider, 3, 0, 12)
+			waitFor(t, func() bool { return e.mock.Stats().Batch.RequestsAdded == 12 }, "the requests added")
+			first()
+			e.runner()
+			got := e.results(12)
+			if len(got) != 12 {
+				t.Fatalf("%d results", len(got))
+			}
+			if st := e.mock.Stats().Batch; st.Duplicates != 0 || st.RequestsAdded != 12 {
+				t.Fatalf("provider saw %+v", st)
+			}
+		})
+	}
+}
+
+// TestExpiredAndCancelled: expired requests get code expired, a
+// cancelled job's pending ones code cancelled; both are dead-lettered.
+func TestExpiredAndCancelled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, mockapi.Config{BatchDelay: 30 * time.Millisecond, BatchExpire: 1, Seed: 9})
+	e.runner()
+	e.gather("openai", 0, 0, 4)
+	for id, r := range e.results(4) {
+		if r.Error == nil || r.Error.Code != record.CodeExpired {
+			t.Fatalf("%s: %+v", id, r)
+		}
+	}
+	dl := e.client(kgo.ConsumeTopics(dlqTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n := 0
+	for n < 4 && ctx.Err() == nil {
+		dl.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
+			n++
+			if string(rec.Key) == "" || len(rec.Value) == 0 {
+				t.Errorf("dead letter %+v", rec)
+			}
+		})
+	}
+	if n != 4 {
+		t.Fatalf("%d dead letters", n)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
