@@ -28,6 +28,7 @@ func codeMetrics(t *testing.T) (exposed map[string]metricSpec, described []strin
 	metrics.RegisterUncommitted(rec, perPartition)
 	metrics.RegisterGroupLag(rec, perPartition)
 	metrics.RegisterBufferedBytes(rec, func() int64 { return 1 << 20 })
+	metrics.RegisterBatchJobs(rec, func() metrics.BatchJobs { return metrics.BatchJobs{Open: 1, Pending: 2, Oldest: time.Now()} })
 	if rec.err != nil {
 		t.Fatal(rec.err)
 	}
@@ -45,6 +46,8 @@ func codeMetrics(t *testing.T) (exposed map[string]metricSpec, described []strin
 	m.DeltasLost(1)
 	m.Redone(1)
 	m.Skipped(1)
+	m.BatchResult(&record.Result{Tier: record.TierBatch, CostUSDTicks: 5e7})
+	m.BatchState("xai", "", "in_progress")
 
 	families, err := rec.Gather()
 	if err != nil {

@@ -68,6 +68,14 @@ var contract = map[string]metricSpec{
 	// Every replica reports the whole group's lag: aggregate with max by
 	// (topic, partition), never sum over pods.
 	"sluice_consumer_group_lag_records": {gauge, []string{"topic", "partition"}},
+	// The batch tier: each replica reports the jobs it owns (sum over
+	// replicas).
+	"sluice_batch_results_published_total":            {counter, []string{"code"}}, // ok or the error code
+	"sluice_batch_cost_usd_total":                     {counter, nil},
+	"sluice_batch_state_changes_total":                {counter, []string{"state"}},
+	"sluice_batch_open_batches":                       {gauge, nil},
+	"sluice_batch_requests_pending":                   {gauge, nil},
+	"sluice_batch_oldest_pending_request_age_seconds": {gauge, nil},
 }
 
 // targetLabels are the labels Prometheus adds to every scraped series

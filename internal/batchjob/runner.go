@@ -47,8 +47,9 @@ type OpenAIBatches interface {
 // Observer is told what the runner does (metrics); every method may be
 // called concurrently.
 type Observer interface {
-	// BatchState reports a provider batch's state change.
-	BatchState(api string, from, to batchapi.State)
+	// BatchState reports a provider batch's state change (from is ""
+	// for a new batch).
+	BatchState(api, from, to string)
 	// BatchResult reports one published batch-tier result and its cost
 	// in xAI ticks (0 when unknown).
 	BatchResult(res *record.Result)
@@ -352,6 +353,36 @@ func (r *Runner) due() []*jobState {
 		}
 	}
 	return out
+}
+
+// Jobs reports the jobs this member owns now: how many, their requests
+// without a result (the provider's count once read, else all of them),
+// and when the oldest of those was gathered.
+func (r *Runner) Jobs() (open, pending int, oldest time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, jp := range r.parts {
+		for _, js := range jp.jobs {
+			if len(js.chunks) == 0 {
+				continue
+			}
+			open++
+			n := 0
+			for _, c := range js.chunks {
+				n += len(c.Requests)
+				for _, q := range c.Requests {
+					if oldest.IsZero() || q.Gathered.Before(oldest) {
+						oldest = q.Gathered
+					}
+				}
+			}
+			if js.job.ProviderState != "" {
+				n = js.job.Pending
+			}
+			pending += n
+		}
+	}
+	return open, pending, oldest
 }
 
 // later puts js's next step a poll interval away.
@@ -716,7 +747,7 @@ func (r *Runner) stateChange(js *jobState, from, to batchapi.State) {
 		Str("from", string(from)).Str("state", string(to)).Int("pending", js.job.Pending).
 		Int("succeeded", js.job.Succeeded).Int("failed", js.job.Failed).Msg("batch state changed")
 	if r.cfg.Observer != nil {
-		r.cfg.Observer.BatchState(js.job.API, from, to)
+		r.cfg.Observer.BatchState(js.job.API, string(from), string(to))
 	}
 }
 

@@ -40,6 +40,7 @@ type Metrics struct {
 	redone       prometheus.Counter
 	skipped      prometheus.Counter
 	reused       prometheus.Counter
+	batch        batchCollectors
 
 	mu     sync.Mutex
 	models map[string]struct{}
@@ -99,9 +100,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Records processed again whose result was published again from memory, without a second API call (of sluice_records_redone_total).",
 		}),
 		models: make(map[string]struct{}),
+		batch:  newBatchCollectors(),
 	}
 	reg.MustRegister(m.consumed, m.succeeded, m.failed, m.deadLettered, m.apiRequests, m.retries,
 		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost, m.redone, m.skipped, m.reused)
+	reg.MustRegister(m.batch.collectors()...)
 	return m
 }
 
