@@ -115,6 +115,10 @@ type jobState struct {
 	cancel    bool
 	lastWrite time.Time // the latest chunk's or seal's timestamp
 	nextPoll  time.Time
+	// polled and pending are the provider's count as last read, for
+	// Jobs (under Runner.mu; job is the stepping goroutine's).
+	polled  bool
+	pending int
 }
 
 // NewRunner returns a Runner for cfg.
@@ -376,8 +380,8 @@ func (r *Runner) Jobs() (open, pending int, oldest time.Time) {
 					}
 				}
 			}
-			if js.job.ProviderState != "" {
-				n = js.job.Pending
+			if js.polled {
+				n = js.pending
 			}
 			pending += n
 		}
@@ -733,6 +737,9 @@ func (r *Runner) observe(ctx context.Context, js *jobState, b batchapi.Batch) er
 	changed := from != b.State || js.job.Pending != b.Pending
 	js.job.ProviderState, js.job.Pending, js.job.Succeeded, js.job.Failed, js.job.Cancelled = string(b.State), b.Pending, b.Succeeded, b.Failed, b.Cancelled
 	js.job.CostUSDTicks = b.CostUSDTicks
+	r.mu.Lock()
+	js.polled, js.pending = true, b.Pending
+	r.mu.Unlock()
 	if from != b.State {
 		r.stateChange(js, from, b.State)
 	}
