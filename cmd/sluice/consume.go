@@ -24,6 +24,7 @@ import (
 
 	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/internal/api"
+	"github.com/sluice-dev/sluice/internal/batchjob"
 	"github.com/sluice-dev/sluice/internal/caller"
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/grouplag"
@@ -155,6 +156,9 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	if err != nil {
 		return err
 	}
+	// The batch tier's runner has a client of its own (batch.go): the
+	// connection, no metrics hooks (kprom takes one client).
+	batchOpts := append(kopts[:len(kopts):len(kopts)], kgo.WithLogger(kzerolog.New(&klog)), compressionOpt(cfg.Output))
 	kopts = append(kopts,
 		kgo.WithLogger(kzerolog.New(&klog)),
 		kgo.WithHooks(kmetrics),
@@ -169,6 +173,11 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 	limits := new(topicLimits) // read once the client is up (limits.go)
 	kopts = append(kopts, kgo.ProducerBatchMaxBytesFn(limits.batchMaxBytes))
+	batchOpts = append(batchOpts, kgo.ProducerBatchMaxBytesFn(limits.batchMaxBytes))
+	batchOpts = append(batchOpts, opt.kafkaOpts...)
+	// Jobs records go to their job's partition, every other record as
+	// franz-go's default partitioner sends it.
+	kopts = append(kopts, kgo.RecordPartitioner(batchjob.Partitioner(cfg.JobsTopic(cfg.InputTopic), kgo.UniformBytesPartitioner(64<<10, true, true, nil))))
 	kopts = append(kopts, cons.ClientOpts()...)
 	kopts = append(kopts, opt.kafkaOpts...)
 	cl, err := kgo.NewClient(kopts...)
@@ -234,7 +243,15 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); lag.Run(lagCtx) }()
 	defer func() { stopLag(); <-lagDone }()
-	h := pipeline{proc: proc, pub: pub, metrics: m, observe: opt.observe}
+	bt, stopBatch, err := startBatchTier(ctx, cfg, cl, cons.ProduceGate(), apiClient, reg, m, opt.observe, batchOpts, log, limits.maxMessageBytes)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer stopBatch() // deferred after the consumer's client: runs before it closes
+	h := pipeline{proc: proc, pub: pub, metrics: m, observe: opt.observe, batch: bt}
 	for _, note := range config.SetRemoved() {
 		log.Warn().Msg(note)
 	}
@@ -252,6 +269,7 @@ type pipeline struct {
 	pub     *producer.Publisher
 	metrics *metrics.Metrics
 	observe func(*record.Result)
+	batch   *batchTier // nil: every record is realtime
 }
 
 // resultKey keys, in a record's Context, the result it was processed to.
@@ -267,6 +285,9 @@ func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) 
 		p.metrics.Reused()
 	} else {
 		p.metrics.Consumed()
+		if p.route(ctx, rec, ack) { // the batch tier (batch.go)
+			return
+		}
 		var err error
 		res, err = p.proc.Process(ctx, rec)
 		if err != nil {

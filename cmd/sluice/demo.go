@@ -36,6 +36,7 @@ func runDemo(ctx context.Context, args []string) error {
 	partitions := fs.Int("partitions", 4, "partitions of the embedded topics")
 	inFlight := fs.Int("max-in-flight", 32, "SLUICE_MAX_IN_FLIGHT of the demo consumer")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	tier := fs.String("tier", "realtime", "tier of the prompts: realtime, or batch (the simulator's Batch API; SLUICE_BATCH_API picks xai or openai)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: sluice demo [flags]\n\nRuns the whole pipeline in one process, with no network: an embedded Kafka\n(kfake), the API simulator (or the real API with --real), the bundled prompts,\none consumer, a live progress line and a summary.\n\nWith --real, the API is read from the environment as by sluice consume:\nSLUICE_API_BASE_URL, SLUICE_API_KEY, SLUICE_API_KEY_FILE or XAI_API_KEY,\nSLUICE_API_KEYLESS, SLUICE_MODEL and the SLUICE_REQUEST_TIMEOUT, retry and\nstreaming settings.\n\nFlags:")
 		fs.PrintDefaults()
@@ -55,6 +56,9 @@ func runDemo(ctx context.Context, args []string) error {
 	if *timeout <= 0 {
 		return usagef("demo", "--timeout must be positive, got %s", *timeout)
 	}
+	if *tier != config.TierRealtime && *tier != config.TierBatch {
+		return usagef("demo", "--tier must be realtime or batch, got %q", *tier)
+	}
 	lines := examples.Prompts
 	if *in != "" {
 		b, err := os.ReadFile(*in)
@@ -67,7 +71,7 @@ func runDemo(ctx context.Context, args []string) error {
 	defer cancel()
 	return demo(ctx, demoOptions{
 		prompts: lines, out: *out, real: *real, partitions: int32(*partitions), inFlight: *inFlight,
-		progress: os.Stderr, summary: os.Stdout,
+		progress: os.Stderr, summary: os.Stdout, tier: *tier, batchAPI: os.Getenv(config.Prefix+"_BATCH_API"),
 	})
 }
 
@@ -79,6 +83,8 @@ type demoOptions struct {
 	inFlight   int
 	progress   io.Writer
 	summary    io.Writer
+	tier       string // "" is realtime
+	batchAPI   string // "" is xai
 }
 
 // demo runs: embedded Kafka + API (simulated or real) + the prompts +
@@ -99,6 +105,9 @@ func demo(ctx context.Context, o demoOptions) error {
 		DrainTimeout:   5 * time.Second,
 		RevokeTimeout:  5 * time.Second,
 		LogLevel:       "warn",
+		// The batch tier at demo pace: batches sent after a second,
+		// polled every half second.
+		Batch: config.Batch{Tier: o.tier, BatchAPI: o.batchAPI, BatchMaxWait: time.Second, BatchPollInterval: 500 * time.Millisecond},
 	}
 	if o.real {
 		env, err := config.LoadConsume()
@@ -176,7 +185,8 @@ func startMockAPI() (baseURL string, stop func(), err error) {
 	mock := mockapi.New(mockapi.Config{
 		Latency: 300 * time.Millisecond, Jitter: 200 * time.Millisecond,
 		Fail5xx: 0.05, Overload429: 0.05, Malformed: 0.02,
-		Models: mockapi.DefaultModels,
+		BatchDelay: 2 * time.Second,
+		Models:     mockapi.DefaultModels,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -117,7 +117,8 @@ type testStack struct {
 
 func newTestStack(t testing.TB, partitions int32) *testStack {
 	t.Helper()
-	c, err := devkafka.Start(devkafka.Config{Partitions: partitions})
+	// No jobs topic: the batch tier stays off (batch_test.go adds it).
+	c, err := devkafka.Start(devkafka.Config{Partitions: partitions, Topics: []string{"prompts", "completions", "prompts.dlq"}})
 	if err != nil {
 		t.Fatal(err)
 	}

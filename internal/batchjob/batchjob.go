@@ -101,3 +101,22 @@ func Partition(jobID string, n int32) int32 {
 	_, _ = h.Write([]byte(jobID))
 	return int32(h.Sum32() % uint32(n))
 }
+
+// Partitioner sends the records of the jobs topic to the partition they
+// name (Partition of their job) and every other record as def does, so
+// one client can produce results and jobs records alike.
+func Partitioner(jobsTopic string, def kgo.Partitioner) kgo.Partitioner {
+	return partitioner{jobs: jobsTopic, def: def, manual: kgo.ManualPartitioner()}
+}
+
+type partitioner struct {
+	jobs        string
+	def, manual kgo.Partitioner
+}
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == p.jobs {
+		return p.manual.ForTopic(topic)
+	}
+	return p.def.ForTopic(topic)
+}

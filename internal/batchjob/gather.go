@@ -44,6 +44,10 @@ type GatherConfig struct {
 	// MaxEntryBytes bounds one record's entry (default 900 KiB, within
 	// Kafka's default max.message.bytes of 1 MiB).
 	MaxEntryBytes int
+	// Gate, when set, is held around every produce (exactly-once: the
+	// consumer's transaction boundary, so a chunk commits with the input
+	// offsets of its records).
+	Gate sync.Locker
 }
 
 // Gatherer gathers batch-tier records into jobs, per endpoint and
@@ -212,6 +216,8 @@ func (g *Gatherer) flushLocked(j *openJob) {
 	}
 	j.inflight.Add(1)
 	rec := &kgo.Record{Topic: g.cfg.JobsTopic, Partition: j.partition, Key: []byte(ChunkKey(j.id, seq)), Value: value}
+	unlock := g.lock()
+	defer unlock()
 	g.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 		if err == nil {
 			j.mu.Lock()
@@ -257,13 +263,26 @@ func (g *Gatherer) writeSeal(j *openJob) {
 		return
 	}
 	rec := &kgo.Record{Topic: g.cfg.JobsTopic, Partition: j.partition, Key: []byte(SealKey(j.id)), Value: value}
-	if err := g.cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+	done := make(chan error, 1)
+	unlock := g.lock()
+	g.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done <- err })
+	unlock()
+	if err := <-done; err != nil {
 		// The job's owner seals it once it is stale.
 		g.log.Warn().Err(err).Str("job", j.id).Msg("cannot write a batch job's seal; its owner seals it after SLUICE_BATCH_MAX_WAIT")
 		return
 	}
 	g.log.Info().Str("job", j.id).Str("endpoint", j.group.endpoint).Str("model", j.group.model).
 		Int("requests", reqs).Int("chunks", n).Msg("batch job sealed")
+}
+
+// lock takes the gate, if any, and returns its release.
+func (g *Gatherer) lock() func() {
+	if g.cfg.Gate == nil {
+		return func() {}
+	}
+	g.cfg.Gate.Lock()
+	return g.cfg.Gate.Unlock
 }
 
 // Close seals every open job and waits until their seals are written

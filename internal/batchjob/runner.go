@@ -71,8 +71,6 @@ type RunnerConfig struct {
 	// XAI or OpenAI is the provider's Batch API, by a chunk's api.
 	XAI    XAIBatches
 	OpenAI OpenAIBatches
-	// Publisher publishes the results.
-	Publisher Publisher
 	// Observer, when set, is told of state changes and results.
 	Observer Observer
 	// StepTimeout bounds one step of one job (default 2m).
@@ -90,6 +88,7 @@ type Runner struct {
 	now func() time.Time
 
 	cl   *kgo.Client
+	pub  Publisher
 	wake chan struct{}
 
 	mu    sync.Mutex
@@ -224,9 +223,10 @@ func (r *Runner) poke() {
 }
 
 // Run consumes the jobs topic through cl (built with ClientOpts) and
-// acts on the loaded jobs until ctx ends.
-func (r *Runner) Run(ctx context.Context, cl *kgo.Client) error {
-	r.cl = cl
+// acts on the loaded jobs, publishing their results through pub, until
+// ctx ends.
+func (r *Runner) Run(ctx context.Context, cl *kgo.Client, pub Publisher) error {
+	r.cl, r.pub = cl, pub
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); r.act(ctx) }()
@@ -490,6 +490,17 @@ func (r *Runner) sealStale(ctx context.Context, js *jobState, chunks []Chunk) (*
 	return &s, nil
 }
 
+// ready reports whether the job holds all it will: every chunk its
+// seal lists, or, twice SLUICE_BATCH_MAX_WAIT after the seal, those that
+// came (a chunk written in a transaction that then aborted never comes:
+// its records were gathered again, into another job).
+func (r *Runner) ready(chunks []Chunk, seal *Seal) bool {
+	if seal == nil {
+		return false
+	}
+	return complete(chunks, seal) || r.now().Sub(seal.Sealed) > 2*r.cfg.MaxWait
+}
+
 // complete reports whether every chunk the seal lists is here.
 func complete(chunks []Chunk, seal *Seal) bool {
 	if seal == nil {
@@ -597,7 +608,7 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 			return err
 		}
 	}
-	if !complete(chunks, seal) {
+	if !r.ready(chunks, seal) {
 		return nil // more chunks may come
 	}
 	if js.job.Step == StepSealed {
@@ -642,7 +653,7 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 // poll, publish.
 func (r *Runner) stepOpenAI(ctx context.Context, js *jobState, chunks []Chunk, seal *Seal, cancel bool) error {
 	o := r.cfg.OpenAI
-	if !complete(chunks, seal) {
+	if !r.ready(chunks, seal) {
 		return nil
 	}
 	if js.job.BatchID == "" && js.job.Creating {
@@ -780,7 +791,7 @@ func (r *Runner) publish(ctx context.Context, js *jobState, chunks []Chunk, b ba
 			res := r.resultOf(js, q, b, results, refused, c.Seq)
 			wg.Add(1)
 			n++
-			r.cfg.Publisher.Publish(ctx, q.Input(), res, func(err error) {
+			r.pub.Publish(ctx, q.Input(), res, func(err error) {
 				if err == nil && r.cfg.Observer != nil {
 					r.cfg.Observer.BatchResult(res)
 				}

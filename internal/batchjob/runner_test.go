@@ -102,10 +102,9 @@ func (e *env) runner() (stop func()) {
 		Parse: record.Options{DefaultModel: "grok-4"}, XAI: e.xai, OpenAI: e.oai,
 	}, zerolog.Nop())
 	cl := e.client(r.ClientOpts()...)
-	r.cfg.Publisher = producer.NewPublisher(cl, outTopic, dlqTopic)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Run(ctx, cl) }()
+	go func() { defer close(done); _ = r.Run(ctx, cl, producer.NewPublisher(cl, outTopic, dlqTopic)) }()
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done; cl.Close() }) }
 	e.t.Cleanup(stop)

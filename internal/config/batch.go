@@ -33,6 +33,34 @@ type Batch struct {
 	BatchJobsTopic    string        `envconfig:"SLUICE_BATCH_JOBS_TOPIC" desc:"compacted topic of the batch jobs, their provider batches and the records they hold (default <input topic>.batches)"`
 }
 
+// Defaults of a Batch built in code (what the tags' defaults say).
+const (
+	defaultBatchMaxRequests  = 10000
+	defaultBatchMaxWait      = 60 * time.Second
+	defaultBatchPollInterval = 30 * time.Second
+)
+
+// WithDefaults returns b with its zero fields (a Consume built in code)
+// at their defaults: realtime, xai, 10000, 60s, 30s.
+func (b Batch) WithDefaults() Batch {
+	if b.Tier == "" {
+		b.Tier = TierRealtime
+	}
+	if b.BatchAPI == "" {
+		b.BatchAPI = BatchAPIXAI
+	}
+	if b.BatchMaxRequests == 0 {
+		b.BatchMaxRequests = defaultBatchMaxRequests
+	}
+	if b.BatchMaxWait == 0 {
+		b.BatchMaxWait = defaultBatchMaxWait
+	}
+	if b.BatchPollInterval == 0 {
+		b.BatchPollInterval = defaultBatchPollInterval
+	}
+	return b
+}
+
 // JobsTopic is the batch jobs topic: SLUICE_BATCH_JOBS_TOPIC, else
 // "<input topic>.batches".
 func (b Batch) JobsTopic(inputTopic string) string {
@@ -42,8 +70,10 @@ func (b Batch) JobsTopic(inputTopic string) string {
 	return inputTopic + ".batches"
 }
 
-// Validate checks the batch tier's settings against the topics of k.
+// Validate checks the batch tier's settings against the topics of k;
+// zero fields stand for their defaults (WithDefaults).
 func (b Batch) Validate(k Kafka) error {
+	b = b.WithDefaults()
 	switch b.Tier {
 	case TierRealtime, TierBatch:
 	default:

@@ -245,9 +245,9 @@ func TestLoadConsumeInvalid(t *testing.T) {
 		{"keyless not a bool", map[string]string{"SLUICE_API_KEYLESS": "yes please"}, "SLUICE_API_KEYLESS"},
 		{"tier", map[string]string{"SLUICE_TIER": "later"}, "SLUICE_TIER"},
 		{"batch api", map[string]string{"SLUICE_BATCH_API": "anthropic"}, "SLUICE_BATCH_API"},
-		{"batch max requests 0", map[string]string{"SLUICE_BATCH_MAX_REQUESTS": "0"}, "SLUICE_BATCH_MAX_REQUESTS"},
+		{"batch max requests negative", map[string]string{"SLUICE_BATCH_MAX_REQUESTS": "-1"}, "SLUICE_BATCH_MAX_REQUESTS"},
 		{"batch max requests over openai's", map[string]string{"SLUICE_BATCH_API": "openai", "SLUICE_BATCH_MAX_REQUESTS": "50001"}, "SLUICE_BATCH_MAX_REQUESTS"},
-		{"batch max wait 0", map[string]string{"SLUICE_BATCH_MAX_WAIT": "0s"}, "SLUICE_BATCH_MAX_WAIT"},
+		{"batch max wait negative", map[string]string{"SLUICE_BATCH_MAX_WAIT": "-1s"}, "SLUICE_BATCH_MAX_WAIT"},
 		{"batch poll interval negative", map[string]string{"SLUICE_BATCH_POLL_INTERVAL": "-1s"}, "SLUICE_BATCH_POLL_INTERVAL"},
 		{"batch jobs topic is output", map[string]string{"SLUICE_BATCH_JOBS_TOPIC": "completions"}, "SLUICE_BATCH_JOBS_TOPIC"},
 		{"batch jobs topic blank", map[string]string{"SLUICE_BATCH_JOBS_TOPIC": " "}, "SLUICE_BATCH_JOBS_TOPIC"},
@@ -435,4 +435,19 @@ func TestEnvParseErrors(t *testing.T) {
 			t.Errorf("err = %v, want it to start with the variable, without envconfig's wording", err)
 		}
 	})
+}
+
+// A Batch built in code means what the tags' defaults say.
+func TestBatchDefaultsMatchTags(t *testing.T) {
+	clearEnv(t)
+	c, err := config.LoadConsume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (config.Batch{}).WithDefaults(); got != c.Batch || c.Batch.WithDefaults() != c.Batch {
+		t.Fatalf("WithDefaults %+v, the tags %+v", got, c.Batch)
+	}
+	if c.JobsTopic("prompts") != "prompts.batches" {
+		t.Fatalf("jobs topic %q", c.JobsTopic("prompts"))
+	}
 }

@@ -15,7 +15,8 @@ import (
 )
 
 // DefaultTopics are the topics sluice uses by default.
-var DefaultTopics = []string{"prompts", "completions", "prompts.dlq"}
+// (prompts.batches: the batch tier's jobs).
+var DefaultTopics = []string{"prompts", "completions", "prompts.dlq", "prompts.batches"}
 
 // Config configures the embedded cluster.
 type Config struct {

@@ -559,8 +559,7 @@ func (s *Server) batchAnswer(r *batchReq, xai bool) (int, json.RawMessage) {
 		return aerr.Status, b
 	}
 	a := s.planOf(rt, p)
-	id := "chatcmpl-" + r.id
-	body, _ := json.Marshal(rt.answer(p, a, id, r.arrived.Unix()))
+	body, _ := json.Marshal(rt.answer(p, a, r.id, r.arrived.Unix()))
 	if xai {
 		body = withCost(body, a.usage())
 	}
