@@ -118,7 +118,13 @@ type testStack struct {
 func newTestStack(t testing.TB, partitions int32) *testStack {
 	t.Helper()
 	// No jobs topic: the batch tier stays off (batch_test.go adds it).
-	c, err := devkafka.Start(devkafka.Config{Partitions: partitions, Topics: []string{"prompts", "completions", "prompts.dlq"}})
+	return newTestStackTopics(t, partitions, "prompts", "completions", "prompts.dlq")
+}
+
+// newTestStackTopics is newTestStack with these topics.
+func newTestStackTopics(t testing.TB, partitions int32, topics ...string) *testStack {
+	t.Helper()
+	c, err := devkafka.Start(devkafka.Config{Partitions: partitions, Topics: topics})
 	if err != nil {
 		t.Fatal(err)
 	}
