@@ -48,6 +48,7 @@ func commands() []command {
 		{"consume", "run a consumer-group member: prompts topic -> API -> results topic", runConsume},
 		{"submit", "validate a JSONL file of prompts and produce it to the prompts topic", runSubmit},
 		{"collect", "write the results of a submitted batch as JSONL, or tail the results topic", runCollect},
+		{"batches", "list the batch tier's jobs and their provider batches, or cancel one", runBatches},
 		{"demo", "run the whole pipeline in one process: embedded Kafka + simulated API", runDemo},
 		{"mockapi", "serve a simulated OpenAI-compatible chat-completions API", runMockAPI},
 		{"devkafka", "serve an in-process Kafka (kfake) for development", runDevKafka},

@@ -317,3 +317,46 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCancel: sluice batches reads the job from the topic and asks its
+// owner to cancel it; the pending requests get code cancelled.
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"xai", "openai"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mockapi.Config{BatchDelay: time.Hour, Seed: 10})
+			e.runner()
+			e.gather(provider, 1, 0, 3)
+			cl := e.client()
+			var job JobInfo
+			waitFor(t, func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				jobs, err := ReadJobs(ctx, cl, jobsTopic)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(jobs) == 1 && jobs[0].Job.BatchID != "" && jobs[0].Job.ProviderState != "" {
+					job = jobs[0]
+					return true
+				}
+				return false
+			}, "the job submitted")
+			if job.Requests != 3 || !job.Sealed || job.API != provider {
+				t.Fatalf("job %+v", job)
+			}
+			if err := RequestCancel(context.Background(), cl, jobsTopic, job.Partition, job.ID); err != nil {
+				t.Fatal(err)
+			}
+			for id, r := range e.results(3) {
+				if r.Error == nil || r.Error.Code != record.CodeCancelled || r.BatchID != job.Job.BatchID {
+					t.Fatalf("%s: %+v", id, r)
+				}
+			}
+			if e.mock.Stats().Batch.Cancels != 1 {
+				t.Fatalf("cancels %d", e.mock.Stats().Batch.Cancels)
+			}
+		})
+	}
+}
