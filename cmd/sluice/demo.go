@@ -71,7 +71,7 @@ func runDemo(ctx context.Context, args []string) error {
 	defer cancel()
 	return demo(ctx, demoOptions{
 		prompts: lines, out: *out, real: *real, partitions: int32(*partitions), inFlight: *inFlight,
-		progress: os.Stderr, summary: os.Stdout, tier: *tier, batchAPI: os.Getenv(config.Prefix+"_BATCH_API"),
+		progress: os.Stderr, summary: os.Stdout, tier: *tier, batchAPI: os.Getenv(config.Prefix + "_BATCH_API"),
 	})
 }
 
