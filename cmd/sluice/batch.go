@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,10 +55,7 @@ func jobsPartitions(ctx context.Context, cl *kgo.Client, topic string) (int32, e
 // results, unless SLUICE_TIER=batch, which then fails at start. stop
 // seals the open jobs and stops the runner; call it after the consumer
 // stopped.
-func startBatchTier(ctx context.Context, cfg config.Consume, cl *kgo.Client, gate interface {
-	Lock()
-	Unlock()
-},
+func startBatchTier(ctx context.Context, cfg config.Consume, cl *kgo.Client, gate sync.Locker,
 	apiClient *api.Client, reg prometheus.Registerer, m *metrics.Metrics, observe func(*record.Result), kopts []kgo.Opt, log zerolog.Logger, maxMessageBytes func(string) int) (*batchTier, func(), error) {
 	cfg.Batch = cfg.Batch.WithDefaults()
 	topic := cfg.JobsTopic(cfg.InputTopic)
