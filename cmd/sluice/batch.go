@@ -75,12 +75,18 @@ func startBatchTier(ctx context.Context, cfg config.Consume, cl *kgo.Client, gat
 		JobsTopic: topic, Partitions: parts, API: cfg.BatchAPI,
 		MaxRequests: cfg.BatchMaxRequests, MaxWait: cfg.BatchMaxWait, Gate: gate,
 	}, log)
-	runner := batchjob.NewRunner(batchjob.RunnerConfig{
+	rcfg := batchjob.RunnerConfig{
 		JobsTopic: topic, Group: cfg.Group + ".batches",
 		PollInterval: cfg.BatchPollInterval, MaxWait: cfg.BatchMaxWait, Parse: bt.parse,
 		XAI: batchapi.NewXAI(apiClient), OpenAI: batchapi.NewOpenAI(apiClient),
 		Observer: batchObserver{m: m, observe: observe},
-	}, log)
+	}
+	if id := transactionalID(cfg); id != "" {
+		// Exactly once: a job's results commit with its end, in a
+		// transaction of the runner's own producer.
+		rcfg.TransactionalID = id + ".batches"
+	}
+	runner := batchjob.NewRunner(rcfg, log)
 	rcl, err := kgo.NewClient(append(append(kopts[:len(kopts):len(kopts)], runner.ClientOpts()...), kgo.ClientID("sluice-batches"))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)

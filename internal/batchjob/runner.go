@@ -75,6 +75,10 @@ type RunnerConfig struct {
 	Observer Observer
 	// StepTimeout bounds one step of one job (default 2m).
 	StepTimeout time.Duration
+	// TransactionalID, when set, makes the runner exactly-once: a job's
+	// results, dead letters and its final job records commit in one
+	// Kafka transaction (and every other write in one of its own).
+	TransactionalID string
 }
 
 // Runner owns the jobs of the jobs topic partitions the group gives its
@@ -139,7 +143,7 @@ func NewRunner(cfg RunnerConfig, log zerolog.Logger) *Runner {
 // topic is compacted), cooperative rebalances, control records kept so
 // that the end of a partition is seen.
 func (r *Runner) ClientOpts() []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.ConsumerGroup(r.cfg.Group),
 		kgo.ConsumeTopics(r.cfg.JobsTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -153,6 +157,10 @@ func (r *Runner) ClientOpts() []kgo.Opt {
 		kgo.OnPartitionsLost(r.dropped),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 	}
+	if r.cfg.TransactionalID != "" {
+		opts = append(opts, kgo.TransactionalID(r.cfg.TransactionalID))
+	}
+	return opts
 }
 
 func (r *Runner) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
@@ -419,8 +427,34 @@ func (r *Runner) snapshot(js *jobState) (chunks []Chunk, seal *Seal, cancel bool
 	return chunks, seal, js.cancel, js.lastWrite
 }
 
+// txn runs fn in a transaction of its own when the runner is
+// exactly-once (committed when fn succeeds, aborted otherwise), else
+// just runs it.
+func (r *Runner) txn(ctx context.Context, fn func() error) error {
+	if r.cfg.TransactionalID == "" {
+		return fn()
+	}
+	if err := r.cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	err := fn()
+	try := kgo.TryCommit
+	if err != nil {
+		try = kgo.TryAbort
+	}
+	if eerr := r.cl.EndTransaction(context.WithoutCancel(ctx), try); eerr != nil && err == nil {
+		err = fmt.Errorf("end transaction: %w", eerr)
+	}
+	return err
+}
+
 // save writes js's Job (the owner's progress) and waits for it.
 func (r *Runner) save(ctx context.Context, js *jobState) error {
+	return r.txn(ctx, func() error { return r.writeJob(ctx, js) })
+}
+
+// writeJob writes js's Job, in the open transaction if any.
+func (r *Runner) writeJob(ctx context.Context, js *jobState) error {
 	js.job.Updated = r.now()
 	value, err := Encode(js.job)
 	if err != nil {
@@ -480,7 +514,7 @@ func (r *Runner) sealStale(ctx context.Context, js *jobState, chunks []Chunk) (*
 		return nil, err
 	}
 	rec := &kgo.Record{Topic: r.cfg.JobsTopic, Partition: js.partition, Key: []byte(SealKey(js.id)), Value: value}
-	if err := r.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	if err := r.txn(ctx, func() error { return r.cl.ProduceSync(ctx, rec).FirstErr() }); err != nil {
 		return nil, fmt.Errorf("seal stale job %s: %w", js.id, err)
 	}
 	r.mu.Lock()
@@ -782,48 +816,64 @@ func (r *Runner) publish(ctx context.Context, js *jobState, chunks []Chunk, b ba
 	for _, f := range js.job.Refused {
 		refused[f.Chunk] = f.Message
 	}
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
 	n := 0
-	for _, c := range chunks {
-		for _, q := range c.Requests {
-			res := r.resultOf(js, q, b, results, refused, c.Seq)
-			wg.Add(1)
-			n++
-			r.pub.Publish(ctx, q.Input(), res, func(err error) {
-				if err == nil && r.cfg.Observer != nil {
-					r.cfg.Observer.BatchResult(res)
-				}
-				errMu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				errMu.Unlock()
-				wg.Done()
-			})
+	// Exactly once, the results, their dead letters, the job's last
+	// record and its tombstones commit together: a crash before leaves
+	// none of them, and the next owner publishes them again.
+	err := r.txn(ctx, func() error {
+		var wg sync.WaitGroup
+		var errMu sync.Mutex
+		var firstErr error
+		var published []*record.Result
+		for _, c := range chunks {
+			for _, q := range c.Requests {
+				res := r.resultOf(js, q, b, results, refused, c.Seq)
+				wg.Add(1)
+				n++
+				r.pub.Publish(ctx, q.Input(), res, func(err error) {
+					errMu.Lock()
+					if err != nil && firstErr == nil {
+						firstErr = err
+					}
+					if err == nil {
+						published = append(published, res)
+					}
+					errMu.Unlock()
+					wg.Done()
+				})
+			}
 		}
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("publish results: %w", firstErr)
-	}
-	js.job.Step = StepDone
-	if err := r.save(ctx, js); err != nil {
+		wg.Wait()
+		if firstErr != nil {
+			return fmt.Errorf("publish results: %w", firstErr)
+		}
+		js.job.Step = StepDone
+		if err := r.writeJob(ctx, js); err != nil {
+			return err
+		}
+		// Tombstones: the chunks, seal and cancel first, the job last (a
+		// reader that sees the job's tombstone forgets the job).
+		var recs []*kgo.Record
+		for _, c := range chunks {
+			recs = append(recs, &kgo.Record{Key: []byte(ChunkKey(js.id, c.Seq))})
+		}
+		recs = append(recs, &kgo.Record{Key: []byte(SealKey(js.id))}, &kgo.Record{Key: []byte(CancelKey(js.id))}, &kgo.Record{Key: []byte(JobKey(js.id))})
+		for _, rec := range recs {
+			rec.Topic, rec.Partition = r.cfg.JobsTopic, js.partition
+		}
+		if err := r.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("tombstone job %s: %w", js.id, err)
+		}
+		if r.cfg.Observer != nil {
+			for _, res := range published {
+				r.cfg.Observer.BatchResult(res)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		js.job.Step = StepPublishing
 		return err
-	}
-	// Tombstones: the chunks, seal and cancel first, the job last (a
-	// reader that sees the job's tombstone forgets the job).
-	var recs []*kgo.Record
-	for _, c := range chunks {
-		recs = append(recs, &kgo.Record{Key: []byte(ChunkKey(js.id, c.Seq))})
-	}
-	recs = append(recs, &kgo.Record{Key: []byte(SealKey(js.id))}, &kgo.Record{Key: []byte(CancelKey(js.id))}, &kgo.Record{Key: []byte(JobKey(js.id))})
-	for _, rec := range recs {
-		rec.Topic, rec.Partition = r.cfg.JobsTopic, js.partition
-	}
-	if err := r.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("tombstone job %s: %w", js.id, err)
 	}
 	r.log.Info().Str("job", js.id).Str("batch_id", js.job.BatchID).Int("results", n).Int64("cost_usd_ticks", b.CostUSDTicks).Msg("batch job done")
 	r.mu.Lock()

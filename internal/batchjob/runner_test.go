@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,11 +96,11 @@ func (e *env) gather(api string, p int32, from, n int) {
 
 // runner starts a runner member of the jobs group; stop ends it (as a
 // crash does: its client is closed, nothing is drained).
-func (e *env) runner() (stop func()) {
+func (e *env) runner(txnID ...string) (stop func()) {
 	e.t.Helper()
 	r := NewRunner(RunnerConfig{
 		JobsTopic: jobsTopic, Group: "sluice.batches", PollInterval: 30 * time.Millisecond, MaxWait: time.Minute,
-		Parse: record.Options{DefaultModel: "grok-4"}, XAI: e.xai, OpenAI: e.oai,
+		Parse: record.Options{DefaultModel: "grok-4"}, XAI: e.xai, OpenAI: e.oai, TransactionalID: strings.Join(txnID, ""),
 	}, zerolog.Nop())
 	cl := e.client(r.ClientOpts()...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -115,7 +116,7 @@ func (e *env) runner() (stop func()) {
 // source offset) arrived, and returns them by custom_id.
 func (e *env) results(want int) map[string]record.Result {
 	e.t.Helper()
-	cl := e.client(kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := e.client(kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	got := map[string]record.Result{}
@@ -359,4 +360,32 @@ func TestCancel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExactlyOnce: a transactional runner's results are committed with
+// the job's end: a read_committed reader sees each once, after the
+// owner moved while polling.
+func TestExactlyOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, mockapi.Config{BatchDelay: 500 * time.Millisecond, Seed: 11})
+	first := e.runner("batches-0")
+	e.gather("xai", 0, 0, 9)
+	waitFor(t, func() bool { return e.mock.Stats().Batch.RequestsAdded == 9 }, "the requests added")
+	first()
+	e.runner("batches-1")
+	if got := e.results(9); len(got) != 9 {
+		t.Fatalf("%d results", len(got))
+	}
+	// Every committed result record, counted raw: no duplicate.
+	cl := e.client(kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n := 0
+	for ctx.Err() == nil {
+		n += cl.PollFetches(ctx).NumRecords()
+	}
+	if n != 9 {
+		t.Fatalf("%d committed results, want 9", n)
+	}
+	waitFor(t, func() bool { return e.jobsLeft() == 0 }, "the job tombstoned")
 }
