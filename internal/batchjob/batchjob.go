@@ -7,9 +7,10 @@
 //
 // # The jobs topic
 //
-// Every record of a job is keyed under its id and sent to the job's
-// partition (Partition), so one member of the jobs group sees all of a
-// job:
+// A job holds the records of one input partition for one endpoint and
+// model. Every record of a job is keyed under its id and sent to the
+// jobs partition of its input partition (JobsPartition), so one member
+// of the jobs group sees all of a job, and every copy of a record:
 //
 //   - "job/<id>/chunk/<seq>" holds a Chunk, written by the gatherer:
 //     the job's API, endpoint and model and input records gathered for
@@ -30,7 +31,10 @@
 // # At most one add
 //
 // A request's id in the provider batch is RequestID(topic, partition,
-// offset): stable across replicas and restarts. Before an add (xAI) or a
+// offset): stable across replicas and restarts. A record gathered twice
+// (a crash after its chunk was written and before its offset was
+// committed) appears twice in its jobs partition; every owner, reading
+// the partition in order, keeps the first copy and drops the others. Before an add (xAI) or a
 // create (OpenAI) the job records the step it is about to take (Job.Adding
 // with Job.TotalBefore, Job.Creating); after it, the step's outcome. A new
 // owner that finds a step begun and not recorded as done asks the
@@ -45,7 +49,6 @@ package batchjob
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -90,16 +93,16 @@ func RequestID(topic string, partition int32, offset int64) string {
 	return topic + "-" + strconv.Itoa(int(partition)) + "-" + strconv.FormatInt(offset, 10)
 }
 
-// Partition is the jobs topic partition, of n, of every record of job
-// id: FNV-1a of the id, so all of a job's records go to one member of
-// the jobs group.
-func Partition(jobID string, n int32) int32 {
-	if n <= 0 {
+// JobsPartition is the jobs topic partition, of n, of every record of
+// a job gathering records of input partition p: all of a job's records
+// go to one member of the jobs group, and so do all the jobs of one
+// input partition, so that a record gathered twice (its offset was not
+// committed before a crash) is seen twice by the same owner.
+func JobsPartition(p, n int32) int32 {
+	if n <= 0 || p < 0 {
 		return 0
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(jobID))
-	return int32(h.Sum32() % uint32(n))
+	return p % n
 }
 
 // Partitioner sends the records of the jobs topic to the partition they

@@ -50,8 +50,8 @@ type GatherConfig struct {
 	Gate sync.Locker
 }
 
-// Gatherer gathers batch-tier records into jobs, per endpoint and
-// model: it writes them in chunks to the jobs topic and acknowledges
+// Gatherer gathers batch-tier records into jobs, per input partition,
+// endpoint and model: it writes them in chunks to the jobs topic and acknowledges
 // each record once its chunk is acknowledged by the brokers, so its
 // input offset can commit; it seals a job at MaxRequests or MaxWait.
 // It is safe for concurrent use.
@@ -67,7 +67,15 @@ type Gatherer struct {
 	wg     sync.WaitGroup // jobs being sealed
 }
 
-type jobGroup struct{ endpoint, model string }
+// jobGroup is what one job gathers: the records of one input partition
+// for one endpoint and model. A job's records all come from one input
+// partition, so a record redelivered after a crash goes to the same
+// jobs partition as its first copy, whose owner drops it (see Runner).
+type jobGroup struct {
+	endpoint, model string
+	topic           string
+	partition       int32
+}
 
 type openJob struct {
 	id        string
@@ -137,7 +145,7 @@ func (g *Gatherer) Add(rec *kgo.Record, customID, url, model string, ack func(er
 		ack(errClosed)
 		return nil
 	}
-	key := jobGroup{url, model}
+	key := jobGroup{url, model, rec.Topic, rec.Partition}
 	j := g.jobs[key]
 	if j == nil {
 		j = g.openLocked(key)
@@ -168,7 +176,7 @@ func (g *Gatherer) Add(rec *kgo.Record, customID, url, model string, ack func(er
 // openLocked opens a new job for key.
 func (g *Gatherer) openLocked(key jobGroup) *openJob {
 	id := NewJobID(g.now())
-	j := &openJob{id: id, group: key, partition: Partition(id, g.cfg.Partitions), created: g.now()}
+	j := &openJob{id: id, group: key, partition: JobsPartition(key.partition, g.cfg.Partitions), created: g.now()}
 	g.jobs[key] = j
 	j.maxWait = time.AfterFunc(g.cfg.MaxWait, func() {
 		g.mu.Lock()

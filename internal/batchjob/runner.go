@@ -106,6 +106,9 @@ type jobsPartition struct {
 	quietAt  time.Time // when the last record was seen
 	loaded   bool
 	jobs     map[string]*jobState
+	// seen maps the request ids of the live jobs to their job: the first
+	// copy of a record gathered twice is kept, the others dropped.
+	seen map[string]string
 }
 
 type jobState struct {
@@ -116,6 +119,7 @@ type jobState struct {
 	job       Job
 	hasJob    bool
 	cancel    bool
+	ids       []string  // its requests' ids, kept (for seen)
 	lastWrite time.Time // the latest chunk's or seal's timestamp
 	nextPoll  time.Time
 	// polled and pending are the provider's count as last read, for
@@ -167,7 +171,7 @@ func (r *Runner) assigned(ctx context.Context, cl *kgo.Client, assigned map[stri
 	r.mu.Lock()
 	var ps []int32
 	for _, p := range assigned[r.cfg.JobsTopic] {
-		r.parts[p] = &jobsPartition{id: p, end: -1, lastSeen: -1, quietAt: r.now(), jobs: map[string]*jobState{}}
+		r.parts[p] = &jobsPartition{id: p, end: -1, lastSeen: -1, quietAt: r.now(), jobs: map[string]*jobState{}, seen: map[string]string{}}
 		ps = append(ps, p)
 	}
 	r.mu.Unlock()
@@ -185,7 +189,7 @@ func (r *Runner) loadEnds(ctx context.Context, adm *kadm.Client, ps []int32) {
 			for _, p := range ps {
 				if jp := r.parts[p]; jp != nil {
 					if o, ok := ends.Lookup(r.cfg.JobsTopic, p); ok && o.Err == nil {
-						jp.end = o.Offset
+						jp.end, jp.quietAt = o.Offset, r.now()
 						r.checkLoadedLocked(jp)
 					}
 				}
@@ -210,14 +214,18 @@ func (r *Runner) dropped(_ context.Context, _ *kgo.Client, lost map[string][]int
 	}
 }
 
+// loadQuiet is how long a partition being loaded may yield no record
+// before it is taken as loaded (its last records were compacted away).
+const loadQuiet = 5 * time.Second
+
 // checkLoadedLocked marks jp loaded once its records up to its end at
-// assignment were read. A partition whose last records were compacted
-// away is taken as loaded after a quiet second past its end's lookup.
+// assignment were read, or it was quiet for loadQuiet after its end was
+// known.
 func (r *Runner) checkLoadedLocked(jp *jobsPartition) {
 	if jp.loaded || jp.end < 0 {
 		return
 	}
-	if jp.lastSeen+1 >= jp.end || r.now().Sub(jp.quietAt) > time.Second {
+	if jp.lastSeen+1 >= jp.end || r.now().Sub(jp.quietAt) > loadQuiet {
 		jp.loaded = true
 		r.log.Debug().Str("topic", r.cfg.JobsTopic).Int32("partition", jp.id).Int("jobs", len(jp.jobs)).Msg("batch jobs loaded")
 	}
@@ -290,6 +298,9 @@ func (r *Runner) applyLocked(rec *kgo.Record) {
 		}
 		var c Chunk
 		if c, err = DecodeChunk(rec.Value); err == nil {
+			if _, again := js.chunks[seq]; !again {
+				c.Requests = r.firstCopies(jp, js, c.Requests)
+			}
 			js.chunks[seq] = c
 			js.lastWrite = rec.Timestamp
 		}
@@ -306,6 +317,11 @@ func (r *Runner) applyLocked(rec *kgo.Record) {
 		js.cancel = rec.Value != nil
 	case KindJob:
 		if rec.Value == nil {
+			for _, q := range js.ids {
+				if jp.seen[q] == id {
+					delete(jp.seen, q)
+				}
+			}
 			delete(jp.jobs, id) // written last, once done
 			break
 		}
@@ -320,6 +336,24 @@ func (r *Runner) applyLocked(rec *kgo.Record) {
 	if err != nil {
 		r.log.Warn().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("skipping a jobs record this build cannot read")
 	}
+}
+
+// firstCopies returns the requests of a chunk of js that no live job of
+// jp holds already, in order, and notes them as seen: a record whose
+// offset was not committed before a crash is gathered again, and only
+// its first copy is sent.
+func (r *Runner) firstCopies(jp *jobsPartition, js *jobState, reqs []Request) []Request {
+	kept := reqs[:0]
+	for _, q := range reqs {
+		if owner, dup := jp.seen[q.ID]; dup {
+			r.log.Debug().Str("job", js.id).Str("first_job", owner).Str("request", q.ID).Msg("dropping a record gathered twice")
+			continue
+		}
+		jp.seen[q.ID] = js.id
+		js.ids = append(js.ids, q.ID)
+		kept = append(kept, q)
+	}
+	return kept
 }
 
 // act steps the loaded jobs, one at a time, until ctx ends.
@@ -355,6 +389,7 @@ func (r *Runner) due() []*jobState {
 	var out []*jobState
 	now := r.now()
 	for _, jp := range r.parts {
+		r.checkLoadedLocked(jp)
 		if !jp.loaded {
 			continue
 		}
@@ -492,6 +527,11 @@ func (r *Runner) step(ctx context.Context, js *jobState) error {
 		js.job.Step = StepSealed
 	}
 	js.job.Chunks = len(chunks)
+	if r.ready(chunks, seal) && !slices.ContainsFunc(chunks, func(c Chunk) bool { return len(c.Requests) > 0 }) {
+		// Every record of the job was a second copy of one gathered
+		// before: nothing to send.
+		return r.publish(ctx, js, chunks, batchapi.Batch{ID: js.job.BatchID}, nil)
+	}
 	switch js.job.API {
 	case "xai":
 		return r.stepXAI(ctx, js, chunks, seal, cancel)
@@ -608,6 +648,10 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 	}
 	for _, c := range chunks {
 		if slices.Contains(js.job.Added, c.Seq) {
+			continue
+		}
+		if len(c.Requests) == 0 { // only second copies
+			js.job.Added = append(js.job.Added, c.Seq)
 			continue
 		}
 		b, err := x.Get(ctx, js.job.BatchID)

@@ -389,3 +389,39 @@ func TestExactlyOnce(t *testing.T) {
 	}
 	waitFor(t, func() bool { return e.jobsLeft() == 0 }, "the job tombstoned")
 }
+
+// TestRecordGatheredTwice: a replica crashed after its chunks were
+// written and before the input offsets were committed; the partition's
+// next owner gathers the same records again, into another job. Each
+// request reaches the provider once and gets one result.
+func TestRecordGatheredTwice(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"xai", "openai"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mockapi.Config{BatchDelay: 50 * time.Millisecond, Seed: 12})
+			e.gather(provider, 2, 0, 10) // the crashed replica's
+			e.gather(provider, 2, 5, 10) // the next owner's: offsets 5..14
+			e.runner()
+			got := e.results(15)
+			if len(got) != 15 {
+				t.Fatalf("%d results", len(got))
+			}
+			if st := e.mock.Stats().Batch; st.RequestsAdded != 15 || st.Duplicates != 0 {
+				t.Fatalf("provider saw %+v, want 15 requests once each", st)
+			}
+			waitFor(t, func() bool { return e.jobsLeft() == 0 }, "both jobs tombstoned")
+			// No record got two results.
+			cl := e.client(kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n := 0
+			for ctx.Err() == nil {
+				n += cl.PollFetches(ctx).NumRecords()
+			}
+			if n != 15 {
+				t.Fatalf("%d result records, want 15", n)
+			}
+		})
+	}
+}
