@@ -56,7 +56,7 @@ func jobsPartitions(ctx context.Context, cl *kgo.Client, topic string) (int32, e
 // seals the open jobs and stops the runner; call it after the consumer
 // stopped.
 func startBatchTier(ctx context.Context, cfg config.Consume, cl *kgo.Client, gate sync.Locker,
-	apiClient *api.Client, reg prometheus.Registerer, m *metrics.Metrics, observe func(*record.Result), kopts []kgo.Opt, log zerolog.Logger, maxMessageBytes func(string) int) (*batchTier, func(), error) {
+	apiClient *api.Client, reg prometheus.Registerer, m *metrics.Metrics, observe func(*record.Result), kopts, connect []kgo.Opt, log zerolog.Logger, maxMessageBytes func(string) int) (*batchTier, func(), error) {
 	cfg.Batch = cfg.Batch.WithDefaults()
 	topic := cfg.JobsTopic(cfg.InputTopic)
 	bt := &batchTier{cfg: cfg, parse: record.Options{DefaultModel: cfg.Model, Endpoint: cfg.Endpoint}}
@@ -71,15 +71,20 @@ func startBatchTier(ctx context.Context, cfg config.Consume, cl *kgo.Client, gat
 		bt.unavailable = fmt.Sprintf("the batch tier is not set up: its jobs topic %q does not exist", topic)
 		return bt, func() {}, nil
 	}
-	bt.gatherer = batchjob.NewGatherer(cl, batchjob.GatherConfig{
+	gcfg := batchjob.GatherConfig{
 		JobsTopic: topic, Partitions: parts, API: cfg.BatchAPI,
 		MaxRequests: cfg.BatchMaxRequests, MaxWait: cfg.BatchMaxWait, Gate: gate,
-	}, log)
+	}
+	if cfg.BatchAPI == config.BatchAPIOpenAI {
+		gcfg.MaxJobBytes = batchapi.OpenAIMaxFileBytes // one input file per job
+	}
+	bt.gatherer = batchjob.NewGatherer(cl, gcfg, log)
 	rcfg := batchjob.RunnerConfig{
 		JobsTopic: topic, Group: cfg.Group + ".batches",
 		PollInterval: cfg.BatchPollInterval, MaxWait: cfg.BatchMaxWait, Parse: bt.parse,
 		XAI: batchapi.NewXAI(apiClient), OpenAI: batchapi.NewOpenAI(apiClient),
 		Observer: batchObserver{m: m, observe: observe},
+		Connect:  connect,
 	}
 	if id := transactionalID(cfg); id != "" {
 		// Exactly once: a job's results commit with its end, in a

@@ -159,6 +159,8 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	// The batch tier's runner has a client of its own (batch.go): the
 	// connection, no metrics hooks (kprom takes one client).
 	batchOpts := append(kopts[:len(kopts):len(kopts)], kgo.WithLogger(kzerolog.New(&klog)), compressionOpt(cfg.Output))
+	// Its chunk reads connect as any client does.
+	connect := batchOpts[: len(kopts)+1 : len(kopts)+1]
 	kopts = append(kopts,
 		kgo.WithLogger(kzerolog.New(&klog)),
 		kgo.WithHooks(kmetrics),
@@ -243,7 +245,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); lag.Run(lagCtx) }()
 	defer func() { stopLag(); <-lagDone }()
-	bt, stopBatch, err := startBatchTier(ctx, cfg, cl, cons.ProduceGate(), apiClient, reg, m, opt.observe, batchOpts, log, limits.maxMessageBytes)
+	bt, stopBatch, err := startBatchTier(ctx, cfg, cl, cons.ProduceGate(), apiClient, reg, m, opt.observe, batchOpts, connect, log, limits.maxMessageBytes)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -20,6 +20,10 @@ type Call struct {
 	ContentType string
 	// Body is sent as it is; nil sends none.
 	Body io.Reader
+	// ContentLength is Body's length in bytes when Body is a stream
+	// whose length net/http cannot see (a pipe); 0 leaves it to net/http
+	// (known for bytes and strings readers, else chunked).
+	ContentLength int64
 }
 
 // Send makes one call and reads its whole answer, at most limit bytes
@@ -55,6 +59,9 @@ func (c *Client) Open(ctx context.Context, call Call) (io.ReadCloser, *Response,
 	req, err := http.NewRequestWithContext(ctx, call.Method, c.base+call.Path, call.Body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("api: build request: %w", err)
+	}
+	if call.ContentLength > 0 {
+		req.ContentLength = call.ContentLength
 	}
 	if call.ContentType != "" {
 		req.Header.Set("Content-Type", call.ContentType)

@@ -117,56 +117,109 @@ func OpenAILine(r Request) ([]byte, error) {
 	return line, nil
 }
 
-// Upload uploads reqs as a batch input file (POST /v1/files, purpose
-// "batch") and returns its file id. Every request must be for one
-// endpoint the Batch API takes (ErrUnsupportedURL), and the whole within
+// Lines yields the requests of a batch input file in order: it calls
+// yield once per request and returns the first error yield returns (or
+// its own). It must yield the same requests every time it is called:
+// Upload calls it twice, once to check and size the file, once to send
+// it, so that the file is never held in memory whole.
+type Lines func(yield func(Request) error) error
+
+// Slice is the Lines of reqs.
+func Slice(reqs []Request) Lines {
+	return func(yield func(Request) error) error {
+		for _, r := range reqs {
+			if err := yield(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// Upload uploads the requests lines yields as a batch input file (POST
+// /v1/files, multipart, purpose "batch"; see OpenAI's "Batch API" guide)
+// and returns its file id. Every request must be for one endpoint the
+// Batch API takes (ErrUnsupportedURL), and the whole within
 // OpenAIMaxRequests and OpenAIMaxFileBytes (ErrTooLarge); both are
-// checked before any call.
-func (o *OpenAI) Upload(ctx context.Context, filename string, reqs []Request) (string, error) {
-	if len(reqs) == 0 {
+// checked in a first pass, before any call. The second pass streams the
+// file into the request with its length known, so memory holds one
+// request at a time, not the file.
+func (o *OpenAI) Upload(ctx context.Context, filename string, lines Lines) (string, error) {
+	n, size, url := 0, int64(0), ""
+	err := lines(func(r Request) error {
+		if n++; n > OpenAIMaxRequests {
+			return fmt.Errorf("batchapi: openai upload: %w: more than %d requests, a batch takes %d", ErrTooLarge, OpenAIMaxRequests, OpenAIMaxRequests)
+		}
+		if !openAIEndpoints[r.URL] {
+			return fmt.Errorf("batchapi: openai upload: request %q: %w: %s", r.ID, ErrUnsupportedURL, r.URL)
+		}
+		if url == "" {
+			url = r.URL
+		}
+		if r.URL != url {
+			return fmt.Errorf("batchapi: openai upload: request %q: %w: a batch has one endpoint, %s and %s", r.ID, ErrUnsupportedURL, url, r.URL)
+		}
+		line, err := OpenAILine(r)
+		if err != nil {
+			return err
+		}
+		if size += int64(len(line)) + 1; size > OpenAIMaxFileBytes {
+			return fmt.Errorf("batchapi: openai upload: %w: the input file exceeds %d bytes", ErrTooLarge, OpenAIMaxFileBytes)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if n == 0 {
 		return "", errors.New("batchapi: openai upload: no requests")
 	}
-	if len(reqs) > OpenAIMaxRequests {
-		return "", fmt.Errorf("batchapi: openai upload: %w: %d requests, a batch takes %d", ErrTooLarge, len(reqs), OpenAIMaxRequests)
-	}
-	// The file is written straight into the form: the requests are in
-	// memory once more, not twice.
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
+	// The form around the file: its head (the purpose field and the
+	// file part's header) and its tail (the closing boundary).
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
 	if err := mw.WriteField("purpose", "batch"); err != nil {
 		return "", fmt.Errorf("batchapi: openai upload: %w", err)
 	}
 	h := make(textproto.MIMEHeader)
 	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="file"; filename=%q`, filename))
 	h.Set("Content-Type", "application/jsonl")
-	part, err := mw.CreatePart(h)
-	if err != nil {
+	if _, err := mw.CreatePart(h); err != nil {
 		return "", fmt.Errorf("batchapi: openai upload: %w", err)
 	}
-	size := 0
-	for _, r := range reqs {
-		if !openAIEndpoints[r.URL] {
-			return "", fmt.Errorf("batchapi: openai upload: request %q: %w: %s", r.ID, ErrUnsupportedURL, r.URL)
-		}
-		if r.URL != reqs[0].URL {
-			return "", fmt.Errorf("batchapi: openai upload: request %q: %w: a batch has one endpoint, %s and %s", r.ID, ErrUnsupportedURL, reqs[0].URL, r.URL)
-		}
-		line, err := OpenAILine(r)
-		if err != nil {
-			return "", err
-		}
-		if size += len(line) + 1; size > OpenAIMaxFileBytes {
-			return "", fmt.Errorf("batchapi: openai upload: %w: the input file exceeds %d bytes", ErrTooLarge, OpenAIMaxFileBytes)
-		}
-		if _, err := part.Write(append(line, '\n')); err != nil {
-			return "", fmt.Errorf("batchapi: openai upload: %w", err)
-		}
-	}
+	head := bytes.Clone(form.Bytes())
+	form.Reset()
 	if err := mw.Close(); err != nil {
 		return "", fmt.Errorf("batchapi: openai upload: %w", err)
 	}
-	resp, err := o.c.Send(ctx, api.Call{Method: http.MethodPost, Path: "/files", ContentType: mw.FormDataContentType(), Body: &body}, 1<<20)
+	tail := form.Bytes()
+
+	pr, pw := io.Pipe()
+	written := make(chan struct{})
+	var werr error // the second pass's own error, read after written
+	go func() {    // owned by Upload, which waits for it
+		defer close(written)
+		werr = lines(func(r Request) error {
+			line, err := OpenAILine(r)
+			if err != nil {
+				return err
+			}
+			_, err = pw.Write(append(line, '\n'))
+			return err
+		})
+		pw.CloseWithError(werr)
+	}()
+	resp, err := o.c.Send(ctx, api.Call{
+		Method: http.MethodPost, Path: "/files", ContentType: mw.FormDataContentType(),
+		Body:          io.MultiReader(bytes.NewReader(head), pr, bytes.NewReader(tail)),
+		ContentLength: int64(len(head)) + size + int64(len(tail)),
+	}, 1<<20)
+	pr.CloseWithError(errUploadEnded) // ends the writer if the call stopped reading
+	<-written
 	if err != nil {
+		if werr != nil && !errors.Is(werr, errUploadEnded) && !errors.Is(werr, io.ErrClosedPipe) {
+			err = werr // reading the file back failed: that is the cause
+		}
 		return "", fmt.Errorf("batchapi: openai upload: %w", err)
 	}
 	var f struct {
@@ -177,6 +230,9 @@ func (o *OpenAI) Upload(ctx context.Context, filename string, reqs []Request) (s
 	}
 	return f.ID, nil
 }
+
+// errUploadEnded stops the writer of an upload whose call ended.
+var errUploadEnded = errors.New("batchapi: upload ended")
 
 // Create creates a batch of the uploaded input file fileID for the
 // endpoint url, with completion window "24h" and metadata (at most 16

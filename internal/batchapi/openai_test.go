@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -57,10 +58,10 @@ func TestOpenAIUploadCreateShapes(t *testing.T) {
 	})
 	o := NewOpenAI(c)
 	body := json.RawMessage(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`)
-	id, err := o.Upload(context.Background(), "j-1.jsonl", []Request{
+	id, err := o.Upload(context.Background(), "j-1.jsonl", Slice([]Request{
 		{ID: "prompts-0-1", URL: "/v1/chat/completions", Body: body},
 		{ID: "prompts-0-2", URL: "/v1/chat/completions", Body: body},
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +90,15 @@ func TestOpenAIUploadCreateShapes(t *testing.T) {
 		"mixed":       {{ID: "a", URL: "/v1/chat/completions", Body: body}, {ID: "b", URL: "/v1/embeddings", Body: body}},
 		"unsupported": {{ID: "a", URL: "/v1/images/generations", Body: body}},
 	} {
-		if _, err := o.Upload(context.Background(), "x", reqs); !errors.Is(err, ErrUnsupportedURL) {
+		if _, err := o.Upload(context.Background(), "x", Slice(reqs)); !errors.Is(err, ErrUnsupportedURL) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	if _, err := o.Upload(context.Background(), "x", make([]Request, OpenAIMaxRequests+1)); !errors.Is(err, ErrTooLarge) {
+	many := make([]Request, OpenAIMaxRequests+1)
+	for i := range many {
+		many[i] = Request{ID: fmt.Sprint("r-", i), URL: "/v1/chat/completions", Body: body}
+	}
+	if _, err := o.Upload(context.Background(), "x", Slice(many)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("too many: %v", err)
 	}
 	if len(s.requests()) != n {

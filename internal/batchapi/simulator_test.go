@@ -174,7 +174,7 @@ func TestOpenAILifecycleAgainstSimulator(t *testing.T) {
 			o := batchapi.NewOpenAI(c)
 			ctx := context.Background()
 			reqs := []batchapi.Request{chat("o-1", "grok-4", "one"), chat("o-2", "grok-4", "two")}
-			file, err := o.Upload(ctx, "job-1.jsonl", reqs)
+			file, err := o.Upload(ctx, "job-1.jsonl", batchapi.Slice(reqs))
 			if err != nil {
 				t.Fatal(err)
 			}

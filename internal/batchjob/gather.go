@@ -41,6 +41,10 @@ type GatherConfig struct {
 	ChunkRequests int
 	ChunkBytes    int
 	Linger        time.Duration
+	// MaxJobBytes, when positive, seals a job before its entries would
+	// exceed it (SLUICE_BATCH_API=openai: the input file limit, which the
+	// entries' size, base64 values and all, overstates).
+	MaxJobBytes int64
 	// MaxEntryBytes bounds one record's entry (default 900 KiB, within
 	// Kafka's default max.message.bytes of 1 MiB).
 	MaxEntryBytes int
@@ -84,6 +88,7 @@ type openJob struct {
 	created   time.Time
 	seq       int // next chunk
 	requests  int
+	bytes     int64      // its entries' size
 	fill      []gathered // the chunk being filled
 	fillBytes int
 	linger    *time.Timer
@@ -147,6 +152,10 @@ func (g *Gatherer) Add(rec *kgo.Record, customID, url, model string, ack func(er
 	}
 	key := jobGroup{url, model, rec.Topic, rec.Partition}
 	j := g.jobs[key]
+	if j != nil && g.cfg.MaxJobBytes > 0 && j.bytes+int64(size) > g.cfg.MaxJobBytes {
+		g.sealLocked(j) // full: the record opens the next job
+		j = nil
+	}
 	if j == nil {
 		j = g.openLocked(key)
 	}
@@ -155,6 +164,7 @@ func (g *Gatherer) Add(rec *kgo.Record, customID, url, model string, ack func(er
 	}
 	j.fill = append(j.fill, gathered{req: r, size: size, ack: ack})
 	j.fillBytes += size
+	j.bytes += int64(size)
 	j.requests++
 	switch {
 	case j.requests >= g.cfg.MaxRequests:

@@ -35,7 +35,7 @@ type XAIBatches interface {
 // OpenAIBatches is what a Runner needs of OpenAI's Batch API
 // (*batchapi.OpenAI).
 type OpenAIBatches interface {
-	Upload(ctx context.Context, filename string, reqs []batchapi.Request) (string, error)
+	Upload(ctx context.Context, filename string, lines batchapi.Lines) (string, error)
 	Create(ctx context.Context, fileID, url string, metadata map[string]string) (batchapi.Batch, error)
 	Get(ctx context.Context, id string) (batchapi.Batch, error)
 	List(ctx context.Context, after string, limit int) ([]batchapi.Batch, string, error)
@@ -74,6 +74,11 @@ type RunnerConfig struct {
 	Observer Observer
 	// StepTimeout bounds one step of one job (default 2m).
 	StepTimeout time.Duration
+	// Connect are the options that reach the cluster (seed brokers, TLS,
+	// SASL): the runner reads a chunk's input values back from the jobs
+	// topic with a client of its own when it needs them (adding the
+	// chunk, dead letters), and holds no value in memory otherwise.
+	Connect []kgo.Opt
 	// TransactionalID, when set, makes the runner exactly-once: a job's
 	// results, dead letters and its final job records commit in one
 	// Kafka transaction (and every other write in one of its own).
@@ -96,6 +101,9 @@ type Runner struct {
 
 	mu    sync.Mutex
 	parts map[int32]*jobsPartition
+
+	// readMu: one chunk is read back at a time (loadChunk).
+	readMu sync.Mutex
 }
 
 type jobsPartition struct {
@@ -113,7 +121,11 @@ type jobsPartition struct {
 type jobState struct {
 	id        string
 	partition int32
+	// chunks are the job's chunks without their input values (see
+	// Runner.loadChunk); offsets their records' offsets in the jobs
+	// partition, to read the values back.
 	chunks    map[int]Chunk
+	offsets   map[int]int64
 	seal      *Seal
 	job       Job
 	hasJob    bool
@@ -285,7 +297,7 @@ func (r *Runner) applyLocked(rec *kgo.Record) {
 		if rec.Value == nil {
 			return
 		}
-		js = &jobState{id: id, partition: rec.Partition, chunks: map[int]Chunk{}}
+		js = &jobState{id: id, partition: rec.Partition, chunks: map[int]Chunk{}, offsets: map[int]int64{}}
 		jp.jobs[id] = js
 	}
 	var err error
@@ -293,14 +305,23 @@ func (r *Runner) applyLocked(rec *kgo.Record) {
 	case KindChunk:
 		if rec.Value == nil {
 			delete(js.chunks, seq)
+			delete(js.offsets, seq)
 			break
 		}
 		var c Chunk
 		if c, err = DecodeChunk(rec.Value); err == nil {
-			if _, again := js.chunks[seq]; !again {
+			if held, again := js.chunks[seq]; again {
+				c.Requests = held.Requests // the same chunk written again
+			} else {
 				c.Requests = r.firstCopies(jp, js, c.Requests)
 			}
-			js.chunks[seq] = c
+			// The values are read back when needed: memory holds the
+			// coordinates, keys and headers of the pending requests,
+			// not their prompts.
+			for i := range c.Requests {
+				c.Requests[i].Value = nil
+			}
+			js.chunks[seq], js.offsets[seq] = c, rec.Offset
 			js.lastWrite = rec.Timestamp
 		}
 	case KindSeal:

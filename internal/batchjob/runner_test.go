@@ -1,6 +1,7 @@
 package batchjob
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,6 +37,7 @@ type env struct {
 	mock  *mockapi.Server
 	xai   *batchapi.XAI
 	oai   *batchapi.OpenAI
+	last  *Runner // the runner started last
 }
 
 func newEnv(t *testing.T, mcfg mockapi.Config) *env {
@@ -76,7 +78,7 @@ func (e *env) gather(api string, p int32, from, n int) {
 	for i := range n {
 		off := int64(from + i)
 		rec := &kgo.Record{Topic: "prompts", Partition: p, Offset: off, Key: []byte(fmt.Sprint("k", off)),
-			Value:   []byte(fmt.Sprintf(`{"custom_id":"c-%d-%d","model":"grok-4","messages":[{"role":"user","content":"q %d"}]}`, p, off, off)),
+			Value:   inputValue(p, off),
 			Headers: []kgo.RecordHeader{{Key: record.HeaderTier, Value: []byte("batch")}}}
 		wg.Add(1)
 		if err := g.Add(rec, fmt.Sprintf("c-%d-%d", p, off), "/v1/chat/completions", "grok-4", func(err error) {
@@ -94,6 +96,12 @@ func (e *env) gather(api string, p int32, from, n int) {
 	}
 }
 
+// inputValue is the value of the input record at partition p, offset
+// off: a prompt of about 2 KB.
+func inputValue(p int32, off int64) []byte {
+	return fmt.Appendf(nil, `{"custom_id":"c-%d-%d","model":"grok-4","messages":[{"role":"user","content":"q %d %s"}]}`, p, off, off, strings.Repeat("x", 2000))
+}
+
 // runner starts a runner member of the jobs group; stop ends it (as a
 // crash does: its client is closed, nothing is drained).
 func (e *env) runner(txnID ...string) (stop func()) {
@@ -101,6 +109,7 @@ func (e *env) runner(txnID ...string) (stop func()) {
 	r := NewRunner(RunnerConfig{
 		JobsTopic: jobsTopic, Group: "sluice.batches", PollInterval: 30 * time.Millisecond, MaxWait: time.Minute,
 		Parse: record.Options{DefaultModel: "grok-4"}, XAI: e.xai, OpenAI: e.oai, TransactionalID: strings.Join(txnID, ""),
+		Connect: []kgo.Opt{kgo.SeedBrokers(e.addrs...)},
 	}, zerolog.Nop())
 	cl := e.client(r.ClientOpts()...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -109,6 +118,7 @@ func (e *env) runner(txnID ...string) (stop func()) {
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done; cl.Close() }) }
 	e.t.Cleanup(stop)
+	e.last = r
 	return stop
 }
 
@@ -236,8 +246,7 @@ func TestNoDoubleAddAfterACrash(t *testing.T) {
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: jobsTopic, Partition: partition, Key: []byte(JobKey(j.ID)), Value: value}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	r := NewRunner(RunnerConfig{Parse: record.Options{DefaultModel: "grok-4"}}, zerolog.Nop())
-	if err := e.xai.Add(ctx, b.ID, r.requests(chunk)); err != nil {
+	if err := e.xai.Add(ctx, b.ID, ProviderRequests(chunk, record.Options{DefaultModel: "grok-4"})); err != nil {
 		t.Fatal(err)
 	}
 	// The next owner.
@@ -298,8 +307,11 @@ func TestExpiredAndCancelled(t *testing.T) {
 	for n < 4 && ctx.Err() == nil {
 		dl.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
 			n++
-			if string(rec.Key) == "" || len(rec.Value) == 0 {
-				t.Errorf("dead letter %+v", rec)
+			// The input record byte for byte: the runner read its value
+			// back from the jobs topic.
+			var off int64
+			if _, err := fmt.Sscanf(string(rec.Key), "k%d", &off); err != nil || !bytes.Equal(rec.Value, inputValue(0, off)) {
+				t.Errorf("dead letter: key %q, value %.60q", rec.Key, rec.Value)
 			}
 		})
 	}
@@ -423,5 +435,76 @@ func TestRecordGatheredTwice(t *testing.T) {
 				t.Fatalf("%d result records, want 15", n)
 			}
 		})
+	}
+}
+
+// TestRunnerHoldsNoPrompts: the jobs a member owns wait up to a day for
+// their provider batches; it holds their requests' coordinates, keys and
+// headers, not their values, and reads a chunk back when it adds it.
+func TestRunnerHoldsNoPrompts(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"xai", "openai"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mockapi.Config{BatchDelay: time.Hour, Seed: 13})
+			e.runner()
+			e.gather(provider, 1, 0, 30)
+			waitFor(t, func() bool { return e.mock.Stats().Batch.RequestsAdded == 30 }, "the requests added")
+			r := e.last
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			held, values := 0, 0
+			for _, jp := range r.parts {
+				for _, js := range jp.jobs {
+					for _, c := range js.chunks {
+						for _, q := range c.Requests {
+							held++
+							values += len(q.Value)
+							if len(q.Key) == 0 || len(q.Headers) != 1 {
+								t.Errorf("request %s: key %q, headers %v", q.ID, q.Key, q.Headers)
+							}
+						}
+					}
+				}
+			}
+			if held != 30 || values != 0 {
+				t.Fatalf("the runner holds %d requests with %d bytes of values, want 30 with none", held, values)
+			}
+		})
+	}
+}
+
+// TestJobSealedAtMaxJobBytes: with SLUICE_BATCH_API=openai a job is one
+// input file, so the gatherer seals it before it would outgrow the
+// file limit; the next record opens the next job.
+func TestJobSealedAtMaxJobBytes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, mockapi.Config{})
+	entry := entrySize(RequestOf(&kgo.Record{Topic: "prompts", Key: []byte("k0"), Value: inputValue(0, 0),
+		Headers: []kgo.RecordHeader{{Key: record.HeaderTier, Value: []byte("batch")}}}, "c-0-0", time.Now()))
+	g := NewGatherer(e.client(), GatherConfig{JobsTopic: jobsTopic, Partitions: jobsParts, API: "openai",
+		MaxRequests: 10000, MaxWait: time.Minute, MaxJobBytes: int64(3*entry + entry/2)}, zerolog.Nop())
+	var wg sync.WaitGroup
+	for off := range int64(10) {
+		rec := &kgo.Record{Topic: "prompts", Offset: off, Key: []byte(fmt.Sprint("k", off)), Value: inputValue(0, off)}
+		wg.Add(1)
+		if err := g.Add(rec, fmt.Sprintf("c-0-%d", off), "/v1/chat/completions", "grok-4", func(error) { wg.Done() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := g.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := ReadJobs(context.Background(), e.client(), jobsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for _, j := range jobs {
+		sizes = append(sizes, j.Requests)
+	}
+	if len(jobs) != 4 || sizes[0] != 3 || sizes[3] != 1 {
+		t.Fatalf("jobs of %v requests, want 3, 3, 3, 1", sizes)
 	}
 }

@@ -8,26 +8,9 @@ import (
 
 	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/batchapi"
-	"github.com/sluice-dev/sluice/record"
 )
 
 // The steps of a job with each provider: create, add (at most once), poll.
-
-// requests builds the provider requests of c's records.
-func (r *Runner) requests(c Chunk) []batchapi.Request {
-	out := make([]batchapi.Request, 0, len(c.Requests))
-	for _, q := range c.Requests {
-		opts := r.cfg.Parse
-		opts.FallbackID = q.CustomID
-		req, err := record.Parse(q.Value, opts)
-		body := req.Body
-		if err != nil {
-			body = q.Value // parsed when gathered; the provider answers an error
-		}
-		out = append(out, batchapi.Request{ID: q.ID, URL: c.Endpoint, Body: body})
-	}
-	return out
-}
 
 // noAnswer reports whether err left it unknown whether the call
 // happened (a timeout, a dropped connection).
@@ -79,6 +62,10 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 			js.job.Added = append(js.job.Added, c.Seq)
 			continue
 		}
+		reqs, err := r.requests(ctx, js, c)
+		if err != nil {
+			return fmt.Errorf("add chunk %d: %w", c.Seq, err)
+		}
 		b, err := x.Get(ctx, js.job.BatchID)
 		if err != nil {
 			return fmt.Errorf("read batch before an add: %w", err)
@@ -88,7 +75,6 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 		if err := r.save(ctx, js); err != nil {
 			return err
 		}
-		reqs := r.requests(c)
 		parts, err := batchapi.XAIChunks(reqs)
 		if err == nil {
 			for _, part := range parts {
@@ -136,17 +122,21 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 		r.later(js)
 		return nil
 	}
-	results := map[string]batchapi.Result{}
-	for page := ""; ; {
-		rs, next, err := x.Results(ctx, js.job.BatchID, page)
-		if err != nil {
-			return fmt.Errorf("results: %w", err)
-		}
-		for _, res := range rs {
-			results[res.ID] = res
-		}
-		if page = next; page == "" {
-			break
+	// The results are read a page at a time as they are published.
+	results := func(fn func(batchapi.Result) error) error {
+		for page := ""; ; {
+			rs, next, err := x.Results(ctx, js.job.BatchID, page)
+			if err != nil {
+				return err
+			}
+			for _, res := range rs {
+				if err := fn(res); err != nil {
+					return err
+				}
+			}
+			if page = next; page == "" {
+				return nil
+			}
 		}
 	}
 	return r.publish(ctx, js, chunks, b, results)
@@ -175,11 +165,7 @@ func (r *Runner) stepOpenAI(ctx context.Context, js *jobState, chunks []Chunk, s
 		}
 	}
 	if js.job.BatchID == "" {
-		var reqs []batchapi.Request
-		for _, c := range chunks {
-			reqs = append(reqs, r.requests(c)...)
-		}
-		file, err := o.Upload(ctx, js.id+".jsonl", reqs)
+		file, err := o.Upload(ctx, js.id+".jsonl", r.lines(ctx, js, chunks))
 		if err != nil {
 			return fmt.Errorf("upload: %w", err)
 		}
@@ -213,14 +199,18 @@ func (r *Runner) stepOpenAI(ctx context.Context, js *jobState, chunks []Chunk, s
 		r.later(js)
 		return nil
 	}
-	results := map[string]batchapi.Result{}
-	for _, f := range []string{b.OutputFileID, b.ErrorFileID} {
-		if f == "" {
-			continue
+	// The output and error files are read a line at a time as they are
+	// published.
+	results := func(fn func(batchapi.Result) error) error {
+		for _, f := range []string{b.OutputFileID, b.ErrorFileID} {
+			if f == "" {
+				continue
+			}
+			if err := o.Results(ctx, f, fn); err != nil {
+				return err
+			}
 		}
-		if err := o.Results(ctx, f, func(res batchapi.Result) error { results[res.ID] = res; return nil }); err != nil {
-			return fmt.Errorf("results: %w", err)
-		}
+		return nil
 	}
 	return r.publish(ctx, js, chunks, b, results)
 }
