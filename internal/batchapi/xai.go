@@ -81,7 +81,9 @@ type xaiBatch struct {
 	CreateTime string `json:"create_time"`
 	ExpireTime string `json:"expire_time"`
 	CancelTime string `json:"cancel_time"`
-	State      struct {
+	// CancelByXAIMessage is set when xAI cancelled the batch itself.
+	CancelByXAIMessage string `json:"cancel_by_xai_message"`
+	State              struct {
 		NumRequests  flexInt `json:"num_requests"`
 		NumPending   flexInt `json:"num_pending"`
 		NumSuccess   flexInt `json:"num_success"`
@@ -106,8 +108,9 @@ func (x *XAI) Create(ctx context.Context, name string) (Batch, error) {
 }
 
 // Get reads a batch. xAI reports no state, only counts; State is derived:
-// cancelling or cancelled once it was cancelled (pending or not),
-// expired once it passed its expire_time with requests pending,
+// cancelling or cancelled once it was cancelled (cancel_time, or
+// cancel_by_xai_message: by xAI), pending or not, expired once it passed
+// its expire_time with requests pending or cancelled,
 // completed when no request is pending (an xAI batch takes more requests
 // at any time: completed says only that nothing added so far is
 // pending), in_progress otherwise.
@@ -155,12 +158,16 @@ func (x *XAI) batch(xb xaiBatch) Batch {
 		ExpiresAt:    parseTime(xb.ExpireTime),
 		CostUSDTicks: int64(xb.CostBreakdown.TotalCostUSDTicks),
 	}
+	cancelled := xb.CancelTime != "" || xb.CancelByXAIMessage != ""
+	expired := !b.ExpiresAt.IsZero() && x.now().After(b.ExpiresAt)
 	switch {
-	case xb.CancelTime != "" && b.Pending > 0:
+	case cancelled && b.Pending > 0:
 		b.State = StateCancelling
-	case xb.CancelTime != "":
+	case cancelled:
 		b.State = StateCancelled
-	case b.Pending > 0 && !b.ExpiresAt.IsZero() && x.now().After(b.ExpiresAt):
+	case expired && (b.Pending > 0 || b.Cancelled > 0):
+		// Past its expire_time with requests that did not run, whether
+		// still counted pending or moved to cancelled.
 		b.State = StateExpired
 	case b.Pending == 0:
 		b.State = StateCompleted

@@ -122,22 +122,25 @@ func TestXAIDerivedState(t *testing.T) {
 	x := &XAI{now: func() time.Time { return now }}
 	past, future := now.Add(-time.Hour).Format(time.RFC3339), now.Add(time.Hour).Format(time.RFC3339)
 	for _, tc := range []struct {
-		name           string
-		pending        int
-		expire, cancel string
-		want           State
+		name               string
+		pending, cancelled int
+		expire, cancel     string
+		byXAI              string
+		want               State
 	}{
-		{"pending", 2, future, "", StateInProgress},
-		{"nothing pending", 0, future, "", StateCompleted},
-		{"expired with pending", 2, past, "", StateExpired},
-		{"expired, all done", 0, past, "", StateCompleted},
-		{"cancelling", 2, future, past, StateCancelling},
-		{"cancelled", 0, future, past, StateCancelled},
+		{"pending", 2, 0, future, "", "", StateInProgress},
+		{"nothing pending", 0, 0, future, "", "", StateCompleted},
+		{"expired with pending", 2, 0, past, "", "", StateExpired},
+		{"expired, unrun moved to cancelled", 0, 2, past, "", "", StateExpired},
+		{"expired, all done", 0, 0, past, "", "", StateCompleted},
+		{"cancelling", 2, 0, future, past, "", StateCancelling},
+		{"cancelled", 0, 2, future, past, "", StateCancelled},
+		{"cancelled by xAI", 0, 2, future, "", "capacity", StateCancelled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var xb xaiBatch
-			xb.BatchID, xb.ExpireTime, xb.CancelTime = "b", tc.expire, tc.cancel
-			xb.State.NumPending = flexInt(tc.pending)
+			xb.BatchID, xb.ExpireTime, xb.CancelTime, xb.CancelByXAIMessage = "b", tc.expire, tc.cancel, tc.byXAI
+			xb.State.NumPending, xb.State.NumCancelled = flexInt(tc.pending), flexInt(tc.cancelled)
 			if got := x.batch(xb).State; got != tc.want {
 				t.Fatalf("state = %s, want %s", got, tc.want)
 			}

@@ -227,6 +227,10 @@ func (r *Runner) resultOf(js *jobState, q Request, b batchapi.Batch, br *batchap
 		case batchapi.StateExpired:
 			res.Error = &record.Error{Code: record.CodeExpired, Message: "the provider batch " + b.ID + " expired before the request ran"}
 		default:
+			if !b.ExpiresAt.IsZero() && r.now().After(b.ExpiresAt) {
+				res.Error = &record.Error{Code: record.CodeExpired, Message: "the provider batch " + b.ID + " passed its expiry without a result for the request"}
+				break
+			}
 			res.Error = &record.Error{Code: record.CodeAPIError, Message: "the provider batch " + b.ID + " ended (" + string(b.State) + ") without a result for the request"}
 		}
 		return res

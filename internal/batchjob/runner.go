@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluice-dev/sluice/internal/api"
 	"github.com/sluice-dev/sluice/internal/batchapi"
 	"github.com/sluice-dev/sluice/record"
 )
@@ -395,8 +396,7 @@ func (r *Runner) act(ctx context.Context) {
 			err := r.step(sctx, js)
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				r.log.Warn().Err(err).Str("job", js.id).Msg("batch job step failed; retrying at the next poll")
-				r.later(js)
+				r.failed(js, err)
 			}
 		}
 	}
@@ -450,6 +450,24 @@ func (r *Runner) Jobs() (open, pending int, oldest time.Time) {
 		}
 	}
 	return open, pending, oldest
+}
+
+// failed logs a failed step of js and puts its next one a poll interval
+// away, or as far as a 429 asked (capped at an hour). A 429 is routine
+// where replicas share the provider's batch limits (xAI: one creation a
+// second), so it is logged at info.
+func (r *Runner) failed(js *jobState, err error) {
+	wait := r.cfg.PollInterval
+	ev := r.log.Warn()
+	var se *api.StatusError
+	if errors.As(err, &se) && se.Response != nil && se.Response.StatusCode == 429 {
+		ev = r.log.Info()
+		wait = max(wait, min(se.RetryAfter, time.Hour))
+	}
+	ev.Err(err).Str("job", js.id).Stringer("retry_in", wait).Msg("batch job step failed; retrying")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	js.nextPoll = r.now().Add(wait)
 }
 
 // later puts js's next step a poll interval away.
@@ -629,7 +647,7 @@ func (r *Runner) observe(ctx context.Context, js *jobState, b batchapi.Batch) er
 func (r *Runner) stateChange(js *jobState, from, to batchapi.State) {
 	r.log.Info().Str("job", js.id).Str("api", js.job.API).Str("batch_id", js.job.BatchID).
 		Str("from", string(from)).Str("state", string(to)).Int("pending", js.job.Pending).
-		Int("succeeded", js.job.Succeeded).Int("failed", js.job.Failed).Msg("batch state changed")
+		Int("succeeded", js.job.Succeeded).Int("failed", js.job.Failed).Int("cancelled", js.job.Cancelled).Msg("batch state changed")
 	if r.cfg.Observer != nil {
 		r.cfg.Observer.BatchState(js.job.API, string(from), string(to))
 	}

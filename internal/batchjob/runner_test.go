@@ -2,10 +2,12 @@ package batchjob
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -32,15 +34,30 @@ const (
 // env is a Kafka (kfake) and a provider (the simulator) for the batch
 // tier.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	addrs []string
 	mock  *mockapi.Server
 	xai   *batchapi.XAI
 	oai   *batchapi.OpenAI
-	last  *Runner // the runner started last
+	last  *Runner       // the runner started last
+	poll  time.Duration // the runners' poll interval, 30ms when 0
+
+	mu  sync.Mutex
+	new int64 // state changes from "" (a batch created) the runners reported
 }
 
-func newEnv(t *testing.T, mcfg mockapi.Config) *env {
+// BatchState and BatchResult make env the runners' Observer.
+func (e *env) BatchState(_, from, _ string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if from == "" {
+		e.new++
+	}
+}
+
+func (e *env) BatchResult(*record.Result) {}
+
+func newEnv(t testing.TB, mcfg mockapi.Config) *env {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(jobsParts, jobsTopic), kfake.SeedTopics(1, outTopic, dlqTopic))
 	if err != nil {
@@ -72,13 +89,19 @@ func (e *env) client(opts ...kgo.Opt) *kgo.Client {
 // and seals them, waiting for every ack.
 func (e *env) gather(api string, p int32, from, n int) {
 	e.t.Helper()
+	e.gatherChunks(api, p, from, n, 7)
+}
+
+// gatherChunks is gather with chunks of up to chunk requests.
+func (e *env) gatherChunks(api string, p int32, from, n, chunk int, size ...int) {
+	e.t.Helper()
 	cl := e.client()
-	g := NewGatherer(cl, GatherConfig{JobsTopic: jobsTopic, Partitions: jobsParts, API: api, MaxRequests: 10000, MaxWait: time.Minute, ChunkRequests: 7}, zerolog.Nop())
+	g := NewGatherer(cl, GatherConfig{JobsTopic: jobsTopic, Partitions: jobsParts, API: api, MaxRequests: 10000, MaxWait: time.Minute, ChunkRequests: chunk}, zerolog.Nop())
 	var wg sync.WaitGroup
 	for i := range n {
 		off := int64(from + i)
 		rec := &kgo.Record{Topic: "prompts", Partition: p, Offset: off, Key: []byte(fmt.Sprint("k", off)),
-			Value:   inputValue(p, off),
+			Value:   inputValueOf(p, off, append(size, 2000)[0]),
 			Headers: []kgo.RecordHeader{{Key: record.HeaderTier, Value: []byte("batch")}}}
 		wg.Add(1)
 		if err := g.Add(rec, fmt.Sprintf("c-%d-%d", p, off), "/v1/chat/completions", "grok-4", func(err error) {
@@ -98,8 +121,11 @@ func (e *env) gather(api string, p int32, from, n int) {
 
 // inputValue is the value of the input record at partition p, offset
 // off: a prompt of about 2 KB.
-func inputValue(p int32, off int64) []byte {
-	return fmt.Appendf(nil, `{"custom_id":"c-%d-%d","model":"grok-4","messages":[{"role":"user","content":"q %d %s"}]}`, p, off, off, strings.Repeat("x", 2000))
+func inputValue(p int32, off int64) []byte { return inputValueOf(p, off, 2000) }
+
+// inputValueOf is inputValue with a prompt of about size bytes.
+func inputValueOf(p int32, off int64, size int) []byte {
+	return fmt.Appendf(nil, `{"custom_id":"c-%d-%d","model":"grok-4","messages":[{"role":"user","content":"q %d %s"}]}`, p, off, off, strings.Repeat("x", size))
 }
 
 // runner starts a runner member of the jobs group; stop ends it (as a
@@ -107,9 +133,9 @@ func inputValue(p int32, off int64) []byte {
 func (e *env) runner(txnID ...string) (stop func()) {
 	e.t.Helper()
 	r := NewRunner(RunnerConfig{
-		JobsTopic: jobsTopic, Group: "sluice.batches", PollInterval: 30 * time.Millisecond, MaxWait: time.Minute,
+		JobsTopic: jobsTopic, Group: "sluice.batches", PollInterval: cmp.Or(e.poll, 30*time.Millisecond), MaxWait: time.Minute,
 		Parse: record.Options{DefaultModel: "grok-4"}, XAI: e.xai, OpenAI: e.oai, TransactionalID: strings.Join(txnID, ""),
-		Connect: []kgo.Opt{kgo.SeedBrokers(e.addrs...)},
+		Connect: []kgo.Opt{kgo.SeedBrokers(e.addrs...)}, Observer: e,
 	}, zerolog.Nop())
 	cl := e.client(r.ClientOpts()...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -201,9 +227,15 @@ func TestLifecycle(t *testing.T) {
 			if failed == 0 || failed == 40 {
 				t.Fatalf("%d of 40 failed at a 20%% failure rate", failed)
 			}
-			if st := e.mock.Stats().Batch; st.Duplicates != 0 || st.RequestsAdded != 40 {
+			st := e.mock.Stats().Batch
+			if st.Duplicates != 0 || st.RequestsAdded != 40 {
 				t.Fatalf("provider saw %+v", st)
 			}
+			e.mu.Lock()
+			if e.new != st.Batches {
+				t.Errorf("%d batches reported new for %d created", e.new, st.Batches)
+			}
+			e.mu.Unlock()
 			waitFor(t, func() bool { return e.jobsLeft() == 0 }, "the jobs tombstoned")
 		})
 	}
@@ -506,5 +538,46 @@ func TestJobSealedAtMaxJobBytes(t *testing.T) {
 	}
 	if len(jobs) != 4 || sizes[0] != 3 || sizes[3] != 1 {
 		t.Fatalf("jobs of %v requests, want 3, 3, 3, 1", sizes)
+	}
+}
+
+// BenchmarkRunnerHeldBytes reports the heap an owner holds per pending
+// batch-tier request (provider batches that do not end), for prompts of
+// 2 KB and 20 KB: the heap with the owner's state loaded, less the heap
+// once it is dropped. It does not grow with the prompt.
+//
+//	go test -run '^$' -bench RunnerHeldBytes -benchtime 1x ./internal/batchjob
+func BenchmarkRunnerHeldBytes(b *testing.B) {
+	for _, size := range []int{2000, 20000} {
+		b.Run(fmt.Sprintf("prompt=%dB", size), func(b *testing.B) {
+			const n = 4000
+			for range b.N {
+				e := newEnv(b, mockapi.Config{BatchDelay: time.Hour, Seed: 14})
+				e.poll = time.Hour // quiet once added: the heap is the state's
+				for p := range int32(4) {
+					e.gatherChunks("xai", p, 0, n/4, 500, size)
+				}
+				stop := e.runner()
+				deadline := time.Now().Add(5 * time.Minute)
+				for e.mock.Stats().Batch.RequestsAdded < n && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Millisecond)
+				}
+				r := e.last
+				// Two collections each: the second frees what sync.Pools
+				// (the clients' compressors) kept from the first.
+				var loaded, dropped runtime.MemStats
+				runtime.GC()
+				runtime.GC()
+				runtime.ReadMemStats(&loaded)
+				r.mu.Lock()
+				r.parts = map[int32]*jobsPartition{}
+				r.mu.Unlock()
+				runtime.GC()
+				runtime.GC()
+				runtime.ReadMemStats(&dropped)
+				stop()
+				b.ReportMetric(float64(int64(loaded.HeapAlloc)-int64(dropped.HeapAlloc))/n, "held-B/request")
+			}
+		})
 	}
 }

@@ -28,11 +28,11 @@ func (r *Runner) stepXAI(ctx context.Context, js *jobState, chunks []Chunk, seal
 		if err != nil {
 			return fmt.Errorf("create batch: %w", err)
 		}
-		js.job.BatchID = b.ID
+		js.job.BatchID, js.job.ProviderState = b.ID, string(b.State)
 		if err := r.save(ctx, js); err != nil {
 			return err
 		}
-		r.stateChange(js, "", batchapi.StateInProgress)
+		r.stateChange(js, "", b.State)
 	}
 	if js.job.Adding != nil {
 		// An add was begun and not recorded as done: the batch's count
@@ -178,6 +178,7 @@ func (r *Runner) stepOpenAI(ctx context.Context, js *jobState, chunks []Chunk, s
 			return fmt.Errorf("create batch: %w", err) // Creating stays: looked for next time
 		}
 		js.job.BatchID, js.job.Creating, js.job.Step = b.ID, false, StepSubmitted
+		js.job.ProviderState = string(b.State)
 		if err := r.save(ctx, js); err != nil {
 			return err
 		}
