@@ -272,6 +272,24 @@ func (o *OpenAI) Cancel(ctx context.Context, id string) (Batch, error) {
 	return o.batchCall(ctx, "cancel", api.Call{Method: http.MethodPost, Path: "/batches/" + url.PathEscape(id) + "/cancel"})
 }
 
+// DeleteFile deletes file id (DELETE /v1/files/{id}): an input file once
+// its batch ended, an output or error file once its results are read.
+// A file already gone is not an error.
+func (o *OpenAI) DeleteFile(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("batchapi: openai delete file: empty file id")
+	}
+	_, err := o.c.Send(ctx, api.Call{Method: http.MethodDelete, Path: "/files/" + url.PathEscape(id)}, 1<<20)
+	var se *api.StatusError
+	if errors.As(err, &se) && se.Response != nil && se.Response.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("batchapi: openai delete file: %w", err)
+	}
+	return nil
+}
+
 func (o *OpenAI) batchCall(ctx context.Context, what string, call api.Call) (Batch, error) {
 	resp, err := o.c.Send(ctx, call, o.limit)
 	if err != nil {

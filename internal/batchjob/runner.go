@@ -42,6 +42,7 @@ type OpenAIBatches interface {
 	List(ctx context.Context, after string, limit int) ([]batchapi.Batch, string, error)
 	Results(ctx context.Context, fileID string, fn func(batchapi.Result) error) error
 	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
+	DeleteFile(ctx context.Context, id string) error
 }
 
 // Observer is told what the runner does (metrics); every method may be

@@ -231,6 +231,9 @@ func TestLifecycle(t *testing.T) {
 			if st.Duplicates != 0 || st.RequestsAdded != 40 {
 				t.Fatalf("provider saw %+v", st)
 			}
+			if provider == "openai" {
+				waitFor(t, func() bool { return e.mock.Stats().Batch.Files == 0 }, "the job's files deleted")
+			}
 			e.mu.Lock()
 			if e.new != st.Batches {
 				t.Errorf("%d batches reported new for %d created", e.new, st.Batches)

@@ -213,7 +213,20 @@ func (r *Runner) stepOpenAI(ctx context.Context, js *jobState, chunks []Chunk, s
 		}
 		return nil
 	}
-	return r.publish(ctx, js, chunks, b, results)
+	if err := r.publish(ctx, js, chunks, b, results); err != nil {
+		return err
+	}
+	// The job is done: its files would otherwise stay in the provider's
+	// storage until deleted by hand.
+	for _, f := range []string{js.job.FileID, b.OutputFileID, b.ErrorFileID} {
+		if f == "" {
+			continue
+		}
+		if err := o.DeleteFile(ctx, f); err != nil {
+			r.log.Warn().Err(err).Str("job", js.id).Str("file_id", f).Msg("cannot delete a finished batch's file; delete it by hand")
+		}
+	}
+	return nil
 }
 
 // findOpenAI looks through the newest batches for the job's.

@@ -66,6 +66,9 @@ type BatchStats struct {
 	Duplicates int64 `json:"duplicates"`
 	// Cancels counts cancel calls.
 	Cancels int64 `json:"cancels"`
+	// Files is how many OpenAI files are stored now (uploaded or
+	// written, not deleted).
+	Files int `json:"files"`
 }
 
 type batchKind int
@@ -187,6 +190,7 @@ func (s *Server) registerBatchRoutes() {
 	s.mux.HandleFunc("GET /v1/batches/{id}/results", s.batchAPI(s.handleXAIResults))
 	s.mux.HandleFunc("POST /v1/files", s.batchAPI(s.handleUpload))
 	s.mux.HandleFunc("GET /v1/files/{id}/content", s.batchAPI(s.handleFileContent))
+	s.mux.HandleFunc("DELETE /v1/files/{id}", s.batchAPI(s.handleDeleteFile))
 }
 
 // batchAPI checks auth and counts the call as an API request.
@@ -722,6 +726,21 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request, _ tim
 		return
 	}
 	writeRaw(w, http.StatusOK, "application/jsonl", f)
+}
+
+// handleDeleteFile is OpenAI's DELETE /v1/files/{id}.
+func (s *Server) handleDeleteFile(w http.ResponseWriter, r *http.Request, _ time.Time) {
+	id := r.PathValue("id")
+	st := &s.batches
+	st.mu.Lock()
+	_, ok := st.files[id]
+	delete(st.files, id)
+	st.mu.Unlock()
+	if !ok {
+		writeError(w, notFound("file", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "file", "deleted": true})
 }
 
 // handleListBatches is OpenAI's list, newest first.

@@ -105,6 +105,7 @@ func (s *Server) Stats() Stats {
 	st.Faults = maps.Clone(st.Faults)
 	s.batches.mu.Lock()
 	st.Batch = s.batches.stats
+	st.Batch.Files = len(s.batches.files)
 	s.batches.mu.Unlock()
 	if el := st.LastResponse.Sub(st.FirstRequest).Seconds(); el > 0 && !st.FirstRequest.IsZero() {
 		st.RequestsPerSecond = float64(st.Requests) / el
