@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,26 @@ func jobsPartitions(ctx context.Context, cl *kgo.Client, topic string) (int32, e
 	return int32(len(d.Partitions)), nil
 }
 
+// warnUncompacted logs a warning when the jobs topic is not compacted:
+// retention would then delete the records of jobs still waiting for their
+// provider batches, and every new owner would read the whole retained log.
+func warnUncompacted(ctx context.Context, cl *kgo.Client, topic string, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return // the topic's use will say what is wrong
+	}
+	for _, rc := range rcs {
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" && c.Value != nil && !strings.Contains(*c.Value, "compact") {
+				log.Warn().Str("topic", topic).Str("cleanup_policy", *c.Value).
+					Msg("the batch jobs topic is not compacted: retention can delete jobs still waiting for their provider batches; set cleanup.policy=compact")
+			}
+		}
+	}
+}
+
 // startBatchTier sets the batch tier up on the consuming client cl:
 // the gatherer, and the runner with a client of its own in the jobs
 // group. With the jobs topic missing, batch-tier records get error
@@ -71,6 +92,7 @@ func startBatchTier(ctx context.Context, cfg config.Consume, cl *kgo.Client, gat
 		bt.unavailable = fmt.Sprintf("the batch tier is not set up: its jobs topic %q does not exist", topic)
 		return bt, func() {}, nil
 	}
+	warnUncompacted(ctx, cl, topic, log)
 	gcfg := batchjob.GatherConfig{
 		JobsTopic: topic, Partitions: parts, API: cfg.BatchAPI,
 		MaxRequests: cfg.BatchMaxRequests, MaxWait: cfg.BatchMaxWait, Gate: gate,

@@ -9,9 +9,14 @@
 package devkafka
 
 import (
+	"context"
 	"fmt"
+	"strings"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // DefaultTopics are the topics sluice uses by default.
@@ -49,5 +54,30 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devkafka: %w", err)
 	}
+	compactJobsTopics(c.ListenAddrs(), cfg.Topics)
 	return c, nil
+}
+
+// compactJobsTopics sets cleanup.policy=compact on the batch tier's jobs
+// topics (named "*.batches"), as a real cluster should have them. It is
+// best effort: a cluster that needs SASL keeps the default policy.
+func compactJobsTopics(addrs []string, topics []string) {
+	var jobs []string
+	for _, t := range topics {
+		if strings.HasSuffix(t, ".batches") {
+			jobs = append(jobs, t)
+		}
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	compact := "compact"
+	_, _ = kadm.NewClient(cl).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "cleanup.policy", Value: &compact}}, jobs...)
 }
