@@ -24,6 +24,10 @@ import (
 	"github.com/sluice-dev/sluice/record"
 )
 
+// watchdog bounds a wait that only a hang would exhaust: on a loaded
+// 2-core machine a healthy wait takes seconds, sometimes a minute.
+const watchdog = 5 * time.Minute
+
 const (
 	jobsTopic = "prompts.batches"
 	outTopic  = "completions"
@@ -153,7 +157,7 @@ func (e *env) runner(txnID ...string) (stop func()) {
 func (e *env) results(want int) map[string]record.Result {
 	e.t.Helper()
 	cl := e.client(kgo.ConsumeTopics(outTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	got := map[string]record.Result{}
 	for len(got) < want {
@@ -258,7 +262,7 @@ func TestNoDoubleAddAfterACrash(t *testing.T) {
 	var partition int32
 	{
 		rc := e.client(kgo.ConsumeTopics(jobsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 		for chunk.Job == "" && ctx.Err() == nil {
 			rc.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
 				if _, kind, _, _ := ParseKey(rec.Key); kind == KindChunk {
@@ -336,7 +340,7 @@ func TestExpiredAndCancelled(t *testing.T) {
 		}
 	}
 	dl := e.client(kgo.ConsumeTopics(dlqTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 	defer cancel()
 	n := 0
 	for n < 4 && ctx.Err() == nil {
@@ -357,7 +361,7 @@ func TestExpiredAndCancelled(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(watchdog)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -379,7 +383,7 @@ func TestCancel(t *testing.T) {
 			cl := e.client()
 			var job JobInfo
 			waitFor(t, func() bool {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), watchdog)
 				defer cancel()
 				jobs, err := ReadJobs(ctx, cl, jobsTopic)
 				if err != nil {
