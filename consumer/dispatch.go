@@ -65,27 +65,41 @@ func detach(rec *kgo.Record) {
 	}
 }
 
+// recordQueue is what the dispatcher asks for records: a partition of a
+// consumer group member, or the queue of a share-group member (share.go).
+type recordQueue interface {
+	// dispatchOne hands one queued record to the handler if it may; the
+	// caller holds a dispatch slot, which the record keeps until its
+	// ack. It reports whether it dispatched.
+	dispatchOne() bool
+}
+
 // dispatcher hands records to the handler as slots free: one goroutine,
-// owned by run, takes a slot and gives it to the next partition in line
-// that has a record it may dispatch.
+// owned by run, takes a slot and gives it to the next queue in line that
+// has a record it may dispatch.
 type dispatcher struct {
 	slots chan struct{} // a dispatched record holds one
 
-	mu    sync.Mutex
-	line  []*partition  // partitions that may have a dispatchable record, FIFO
-	ready chan struct{} // wakes the loop when line was empty
+	mu     sync.Mutex
+	line   []recordQueue            // queues that may have a dispatchable record, FIFO
+	inLine map[recordQueue]struct{} // the queues in line
+	ready  chan struct{}            // wakes the loop when line was empty
 }
 
 func newDispatcher(maxDispatched int) *dispatcher {
-	return &dispatcher{slots: make(chan struct{}, maxDispatched), ready: make(chan struct{}, 1)}
+	return &dispatcher{
+		slots:  make(chan struct{}, maxDispatched),
+		inLine: make(map[recordQueue]struct{}),
+		ready:  make(chan struct{}, 1),
+	}
 }
 
-// wake puts p in line (once) to be asked for a record.
-func (d *dispatcher) wake(p *partition) {
+// wake puts q in line (once) to be asked for a record.
+func (d *dispatcher) wake(q recordQueue) {
 	d.mu.Lock()
-	if !p.inLine {
-		p.inLine = true
-		d.line = append(d.line, p)
+	if _, ok := d.inLine[q]; !ok {
+		d.inLine[q] = struct{}{}
+		d.line = append(d.line, q)
 	}
 	d.mu.Unlock()
 	select {
@@ -94,8 +108,8 @@ func (d *dispatcher) wake(p *partition) {
 	}
 }
 
-// next takes the first partition out of line; nil when none.
-func (d *dispatcher) next() *partition {
+// next takes the first queue out of line; nil when none.
+func (d *dispatcher) next() recordQueue {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.line) == 0 {
@@ -107,7 +121,7 @@ func (d *dispatcher) next() *partition {
 	if len(d.line) == 0 {
 		d.line = nil
 	}
-	p.inLine = false
+	delete(d.inLine, p)
 	return p
 }
 
@@ -143,6 +157,13 @@ func (d *dispatcher) run(stop <-chan struct{}) {
 	}
 }
 
+// fetchPauser pauses and resumes fetching of topics: a *kgo.Client, or the
+// gate of a share-group member's polls (share.go).
+type fetchPauser interface {
+	PauseFetchTopics(topics ...string) []string
+	ResumeFetchTopics(topics ...string)
+}
+
 // byteBudget counts the bytes of the records the member holds and pauses
 // fetching of the topic while they are at the bound (or while the member
 // is held, see Hold).
@@ -151,7 +172,7 @@ type byteBudget struct {
 	max   int64
 
 	mu       sync.Mutex
-	cl       *kgo.Client // nil until the consumer runs
+	cl       fetchPauser // nil until the consumer runs
 	held     int64
 	full     bool // fetching paused for the bytes
 	holding  bool // fetching paused by Hold
@@ -166,7 +187,7 @@ func newByteBudget(topic string, maxBytes int64) *byteBudget {
 }
 
 // setClient starts pausing and resuming cl's fetching.
-func (b *byteBudget) setClient(cl *kgo.Client) {
+func (b *byteBudget) setClient(cl fetchPauser) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cl = cl

@@ -37,8 +37,6 @@ type partition struct {
 	ctx    context.Context // handlers of this partition run under it
 	cancel context.CancelCauseFunc
 
-	inLine bool // in the dispatcher's line; guarded by the dispatcher's mu
-
 	mu          sync.Mutex
 	window      *offsetWindow
 	queue       []*entry       // queued entries, offset order

@@ -55,7 +55,7 @@ func (s Secret) Reveal() string { return string(s) }
 // Kafka is how sluice reaches the brokers and which topics it uses.
 type Kafka struct {
 	Brokers     []string `envconfig:"SLUICE_BROKERS" default:"localhost:9092" desc:"seed brokers, comma-separated"`
-	Group       string   `envconfig:"SLUICE_GROUP" default:"sluice" desc:"consumer group"`
+	Group       string   `envconfig:"SLUICE_GROUP" default:"sluice" desc:"consumer group, or share group with SLUICE_GROUP_PROTOCOL=share"`
 	InputTopic  string   `envconfig:"SLUICE_INPUT_TOPIC" default:"prompts" desc:"topic of prompt records"`
 	OutputTopic string   `envconfig:"SLUICE_OUTPUT_TOPIC" default:"completions" desc:"topic of result records"`
 	DLQTopic    string   `envconfig:"SLUICE_DLQ_TOPIC" default:"prompts.dlq" desc:"topic of dead letters (failed inputs, byte-for-byte)"`
@@ -134,6 +134,7 @@ type Consume struct {
 	API
 	Limits
 	Delivery
+	Share
 	Output
 	Batch
 	HTTPAddr       string        `envconfig:"SLUICE_HTTP_ADDR" default:":8080" desc:"ops endpoint (/livez, /readyz, /metrics); empty = off"`
@@ -174,6 +175,9 @@ func (c Consume) Validate() error {
 		return err
 	}
 	if err := c.Delivery.Validate(); err != nil {
+		return err
+	}
+	if err := c.Share.Validate(c.Delivery); err != nil {
 		return err
 	}
 	if err := c.Output.Validate(); err != nil {

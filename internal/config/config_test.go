@@ -42,7 +42,7 @@ var allNames = []string{
 	"MAX_IN_FLIGHT", "RPM", "TPM", "MODEL_LIMITS", "QUOTA_PROBE_INTERVAL", "MAX_BUFFERED_BYTES",
 	"DELIVERY", "ORDERING", "TRANSACTIONAL_ID", "RECORD_DEADLINE",
 	"HTTP_ADDR", "COMMIT_INTERVAL", "DRAIN_TIMEOUT", "ENDPOINT", "REVOKE_TIMEOUT", "LOG_LEVEL",
-	"API_KEYLESS", "COMPRESSION",
+	"API_KEYLESS", "COMPRESSION", "GROUP_PROTOCOL", "SHARE_RESET", "MAX_DELIVERIES",
 	"TIER", "BATCH_API", "BATCH_MAX_REQUESTS", "BATCH_MAX_WAIT", "BATCH_POLL_INTERVAL", "BATCH_JOBS_TOPIC",
 }
 
@@ -130,6 +130,9 @@ func TestLoadConsumeDefaults(t *testing.T) {
 		{"SLUICE_DRAIN_TIMEOUT", c.DrainTimeout, 25 * time.Second},
 		{"SLUICE_REVOKE_TIMEOUT", c.RevokeTimeout, 15 * time.Second},
 		{"SLUICE_LOG_LEVEL", c.LogLevel, "info"},
+		{"SLUICE_GROUP_PROTOCOL", c.GroupProtocol, "consumer"},
+		{"SLUICE_SHARE_RESET", c.ShareReset, "earliest"},
+		{"SLUICE_MAX_DELIVERIES", c.MaxDeliveries, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !reflect.DeepEqual(tc.got, tc.want) {
@@ -251,6 +254,12 @@ func TestLoadConsumeInvalid(t *testing.T) {
 		{"batch poll interval negative", map[string]string{"SLUICE_BATCH_POLL_INTERVAL": "-1s"}, "SLUICE_BATCH_POLL_INTERVAL"},
 		{"batch jobs topic is output", map[string]string{"SLUICE_BATCH_JOBS_TOPIC": "completions"}, "SLUICE_BATCH_JOBS_TOPIC"},
 		{"batch jobs topic blank", map[string]string{"SLUICE_BATCH_JOBS_TOPIC": " "}, "SLUICE_BATCH_JOBS_TOPIC"},
+		{"group protocol", map[string]string{"SLUICE_GROUP_PROTOCOL": "classic"}, "SLUICE_GROUP_PROTOCOL"},
+		{"share reset", map[string]string{"SLUICE_SHARE_RESET": "none"}, "SLUICE_SHARE_RESET"},
+		{"max deliveries 1", map[string]string{"SLUICE_MAX_DELIVERIES": "1"}, "SLUICE_MAX_DELIVERIES"},
+		{"share with exactly-once", map[string]string{"SLUICE_GROUP_PROTOCOL": "share", "SLUICE_DELIVERY": "exactly-once"}, "SLUICE_DELIVERY=exactly-once"},
+		{"share with key ordering", map[string]string{"SLUICE_GROUP_PROTOCOL": "share", "SLUICE_ORDERING": "key"}, "SLUICE_ORDERING=key"},
+		{"share with partition ordering", map[string]string{"SLUICE_GROUP_PROTOCOL": "share", "SLUICE_ORDERING": "partition"}, "SLUICE_ORDERING=partition"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
