@@ -65,6 +65,8 @@ var contract = map[string]metricSpec{
 	"sluice_limiter_tokens_available":        {gauge, nil}, // -1 without SLUICE_TPM
 	"sluice_limiter_budget_share":            {gauge, nil},
 	"sluice_partition_uncommitted_records":   {gauge, []string{"topic", "partition"}},
+	// Share-group mode: acquired, accepted, released, renewed, redelivered, delivery_limit.
+	"sluice_share_records_total": {counter, []string{"event"}},
 	// Every replica reports the whole group's lag: aggregate with max by
 	// (topic, partition), never sum over pods.
 	"sluice_consumer_group_lag_records": {gauge, []string{"topic", "partition"}},

@@ -32,6 +32,11 @@ const (
 	// cancelled before it ran (sluice batches cancel, or the provider's
 	// console).
 	CodeCancelled = "cancelled"
+	// CodeDeliveryLimit: share-group mode; the record was delivered
+	// SLUICE_MAX_DELIVERIES times without a result (each earlier delivery
+	// ended with its member crashing, or its outputs not written), so it
+	// is not called again; no call was made on this delivery.
+	CodeDeliveryLimit = "delivery_limit"
 )
 
 // Tiers of a record (HeaderTier, Result.Tier).

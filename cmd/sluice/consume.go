@@ -113,7 +113,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	if err != nil {
 		return err
 	}
-	var cons *consumer.Consumer
+	var mem member // the group member: consumer or share group
 	lim := limiter.New(limiter.Config{
 		MaxInFlight:   cfg.MaxInFlight,
 		RPM:           cfg.RPM,
@@ -126,25 +126,33 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 		Log:         log,
 		// While the account is unusable nothing can be processed: stop
 		// fetching and leave the load balancer (readiness false).
-		OnPause: func(paused bool) { cons.Hold(paused) },
+		OnPause: func(paused bool) { mem.Hold(paused) },
 	})
-	cons = consumer.New(consumer.Config{
-		Group: cfg.Group,
-		Topic: cfg.InputTopic,
-		// Above the calls in flight: a record holds its slot while it
-		// waits for a call slot and while its outputs are produced.
-		MaxDispatched:    dispatchSlots(cfg.MaxInFlight),
-		MaxBufferedBytes: int64(cfg.MaxBufferedBytes),
-		CommitInterval:   cfg.CommitInterval,
-		RevokeTimeout:    cfg.RevokeTimeout,
-		DrainTimeout:     cfg.DrainTimeout,
-		Ordering:         ordering,
-		TransactionalID:  transactionalID(cfg),
-		// The budgets are the group's: each member takes its share.
-		OnShare:   lim.SetShare,
-		OnRedone:  m.Redone,
-		OnSkipped: m.Skipped,
-	}, log)
+	var cons *consumer.Consumer
+	var share *consumer.ShareConsumer
+	if cfg.Shared() {
+		share = consumer.NewShare(shareConfig(cfg, lim, m), log) // share.go
+		mem = share
+	} else {
+		cons = consumer.New(consumer.Config{
+			Group: cfg.Group,
+			Topic: cfg.InputTopic,
+			// Above the calls in flight: a record holds its slot while it
+			// waits for a call slot and while its outputs are produced.
+			MaxDispatched:    dispatchSlots(cfg.MaxInFlight),
+			MaxBufferedBytes: int64(cfg.MaxBufferedBytes),
+			CommitInterval:   cfg.CommitInterval,
+			RevokeTimeout:    cfg.RevokeTimeout,
+			DrainTimeout:     cfg.DrainTimeout,
+			Ordering:         ordering,
+			TransactionalID:  transactionalID(cfg),
+			// The budgets are the group's: each member takes its share.
+			OnShare:   lim.SetShare,
+			OnRedone:  m.Redone,
+			OnSkipped: m.Skipped,
+		}, log)
+		mem = cons
+	}
 
 	// franz-go logs several lines per group event at info; keep the
 	// service's log to one line per lifecycle event unless debugging.
@@ -163,14 +171,15 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	connect := batchOpts[: len(kopts)+1 : len(kopts)+1]
 	kopts = append(kopts,
 		kgo.WithLogger(kzerolog.New(&klog)),
-		kgo.WithHooks(kmetrics),
 		kgo.ClientID("sluice"),
-		compressionOpt(cfg.Output),
 	)
-	if cfg.SessionTimeout > 0 {
+	// The share group's members are built from the connection options.
+	laneOpts := append(append([]kgo.Opt(nil), kopts...), opt.kafkaOpts...)
+	kopts = append(kopts, kgo.WithHooks(kmetrics), compressionOpt(cfg.Output))
+	if cfg.SessionTimeout > 0 && cons != nil {
 		kopts = append(kopts, kgo.SessionTimeout(cfg.SessionTimeout))
 	}
-	if cfg.InstanceID != "" {
+	if cfg.InstanceID != "" && cons != nil {
 		kopts = append(kopts, kgo.InstanceID(cfg.InstanceID))
 	}
 	limits := new(topicLimits) // read once the client is up (limits.go)
@@ -180,7 +189,9 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	// Jobs records go to their job's partition, every other record as
 	// franz-go's default partitioner sends it.
 	kopts = append(kopts, kgo.RecordPartitioner(batchjob.Partitioner(cfg.JobsTopic(cfg.InputTopic), kgo.UniformBytesPartitioner(64<<10, true, true, nil))))
-	kopts = append(kopts, cons.ClientOpts()...)
+	if cons != nil {
+		kopts = append(kopts, cons.ClientOpts()...)
+	}
 	kopts = append(kopts, opt.kafkaOpts...)
 	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
@@ -216,7 +227,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	})
 
 	if cfg.HTTPAddr != "" {
-		srv := ops.New(cfg.HTTPAddr, reg, cons.Ready)
+		srv := ops.New(cfg.HTTPAddr, reg, mem.Ready)
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return fmt.Errorf("%s_HTTP_ADDR: %w", config.Prefix, err)
@@ -234,12 +245,14 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 
 	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
-	pub.Gate = cons.ProduceGate()
+	if cons != nil {
+		pub.Gate = cons.ProduceGate()
+	}
 	pub.MaxMessageBytes = limits.maxMessageBytes
-	registerStateGauges(reg, lim, cons)
+	registerStateGauges(reg, lim, mem)
 	// Every replica reports the whole group's lag (dashboards take the
 	// max over replicas); the watcher stops before the client closes.
-	lag := grouplag.New(cl, grouplag.Config{Group: cfg.Group, Topic: cfg.InputTopic, Log: log})
+	lag := grouplag.New(cl, grouplag.Config{Group: cfg.Group, Topic: cfg.InputTopic, Share: cfg.Shared(), Log: log})
 	metrics.RegisterGroupLag(reg, lag.Lag)
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
@@ -259,7 +272,11 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 	log.Info().Strs("brokers", cfg.Brokers).Str("api", redactedURL(cfg.BaseURL)).
 		Int("max_in_flight", cfg.MaxInFlight).Stringer("max_buffered_bytes", cfg.MaxBufferedBytes).Int("rpm", cfg.RPM).Int("tpm", cfg.TPM).
-		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Str("compression", cfg.Codec()).Stringer("ordering", ordering).Msg("starting")
+		Stringer("model_limits", cfg.ModelLimits).Str("delivery", cfg.Mode).Str("compression", cfg.Codec()).Stringer("ordering", ordering).
+		Str("group_protocol", cfg.GroupProtocol).Msg("starting")
+	if share != nil {
+		return share.Run(ctx, cl, laneOpts, h)
+	}
 	return cons.Run(ctx, cl, h)
 }
 
@@ -322,9 +339,18 @@ func contextResult(rec *kgo.Record) (*record.Result, bool) {
 	return res, ok
 }
 
+// member is what serve needs of the group member, consumer-group or
+// share-group.
+type member interface {
+	Hold(held bool)
+	Ready() bool
+	BufferedBytes() int64
+	Uncommitted() map[string]map[int32]int
+}
+
 // registerStateGauges exports the limiter's and the consumer's state,
 // read at every scrape.
-func registerStateGauges(reg prometheus.Registerer, lim *limiter.Limiter, cons *consumer.Consumer) {
+func registerStateGauges(reg prometheus.Registerer, lim *limiter.Limiter, cons member) {
 	metrics.RegisterLimiter(reg, func() metrics.LimiterState {
 		s := lim.State()
 		return metrics.LimiterState{

@@ -45,6 +45,10 @@ var ErrNoTopic = errors.New("grouplag: topic does not exist")
 type Config struct {
 	Group string
 	Topic string
+	// Share: Group is a share group (KIP-932). Its lag counts from the
+	// share-partition start offset, below which every record is
+	// acknowledged.
+	Share bool
 	// Interval is the period of reads (default DefaultInterval).
 	Interval time.Duration
 	// Log receives a warning for each failed read.
@@ -142,10 +146,9 @@ func (w *Watcher) Read(ctx context.Context) (map[int32]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grouplag: start offsets of %s: %w", w.cfg.Topic, err)
 	}
-	// A group that never committed may not exist yet: no commits.
-	commits, err := w.adm.FetchOffsets(ctx, w.cfg.Group)
-	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
-		return nil, fmt.Errorf("grouplag: committed offsets of group %s: %w", w.cfg.Group, err)
+	commits, err := w.committed(ctx)
+	if err != nil {
+		return nil, err
 	}
 	out := make(map[int32]int64, len(end))
 	for p, e := range end {
@@ -168,6 +171,38 @@ func (w *Watcher) Read(ctx context.Context) (map[int32]int64, error) {
 			from = max(from, c.At)
 		}
 		out[p] = max(e.Offset-from, 0)
+	}
+	return out, nil
+}
+
+// committed returns the group's committed offsets: for a share group, its
+// share-partition start offsets.
+func (w *Watcher) committed(ctx context.Context) (kadm.OffsetResponses, error) {
+	if !w.cfg.Share {
+		// A group that never committed may not exist yet: no commits.
+		commits, err := w.adm.FetchOffsets(ctx, w.cfg.Group)
+		if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+			return nil, fmt.Errorf("grouplag: committed offsets of group %s: %w", w.cfg.Group, err)
+		}
+		return commits, nil
+	}
+	described, err := w.adm.DescribeShareGroupOffsets(ctx, w.cfg.Group)
+	if err != nil {
+		return nil, fmt.Errorf("grouplag: start offsets of share group %s: %w", w.cfg.Group, err)
+	}
+	out := make(kadm.OffsetResponses)
+	g, ok := described[w.cfg.Group]
+	if !ok || errors.Is(g.Err, kerr.GroupIDNotFound) {
+		return out, nil // no member has started yet
+	}
+	if g.Err != nil {
+		return nil, fmt.Errorf("grouplag: start offsets of share group %s: %w", w.cfg.Group, g.Err)
+	}
+	for _, o := range g.Offsets[w.cfg.Topic] {
+		if o.Err == nil && o.StartOffset < 0 {
+			continue // not initialized: the members begin at the start
+		}
+		out.Add(kadm.OffsetResponse{Offset: kadm.Offset{Topic: o.Topic, Partition: o.Partition, At: o.StartOffset}, Err: o.Err})
 	}
 	return out, nil
 }

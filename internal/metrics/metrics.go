@@ -41,6 +41,7 @@ type Metrics struct {
 	skipped      prometheus.Counter
 	reused       prometheus.Counter
 	batch        batchCollectors
+	share        *prometheus.CounterVec
 
 	mu     sync.Mutex
 	models map[string]struct{}
@@ -99,11 +100,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_results_reused_total",
 			Help: "Records processed again whose result was published again from memory, without a second API call (of sluice_records_redone_total).",
 		}),
+		share: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_share_records_total",
+			Help: "Share-group mode: records by event (acquired, accepted, released, renewed, redelivered, delivery_limit).",
+		}, []string{"event"}),
 		models: make(map[string]struct{}),
 		batch:  newBatchCollectors(),
 	}
 	reg.MustRegister(m.consumed, m.succeeded, m.failed, m.deadLettered, m.apiRequests, m.retries,
-		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost, m.redone, m.skipped, m.reused)
+		m.rateLimited, m.latency, m.ttft, m.tokenRate, m.tokens, m.deltasLost, m.redone, m.skipped, m.reused, m.share)
 	reg.MustRegister(m.batch.collectors()...)
 	return m
 }
@@ -141,6 +146,14 @@ func (m *Metrics) Reused() {
 func (m *Metrics) Skipped(n int) {
 	if m != nil {
 		m.skipped.Add(float64(n))
+	}
+}
+
+// ShareRecords counts n records of a share group by event (the event
+// names of consumer.ShareObserver: a fixed set).
+func (m *Metrics) ShareRecords(event string, n int) {
+	if m != nil {
+		m.share.WithLabelValues(event).Add(float64(n))
 	}
 }
 
