@@ -64,6 +64,9 @@ const (
 	ShareDeliveryLimit = "delivery_limit"
 )
 
+// ShareLanes is the default number of share consumers a member runs.
+const ShareLanes = 4
+
 // Share offset resets (ShareConfig.Reset).
 const (
 	// ShareResetEarliest sets the group's share.auto.offset.reset to
@@ -101,7 +104,7 @@ type ShareConfig struct {
 	// Reset is ShareResetEarliest (default) or ShareResetLatest.
 	Reset string
 	// Lanes is the number of share consumers (group members) this member
-	// runs (default 4, see above). Each counts toward the group's
+	// runs (default ShareLanes, see above). Each counts toward the group's
 	// group.share.max.size (Kafka's default 200 members).
 	Lanes int
 	// OnShare, when set, is told this member's share of the group's work:
@@ -171,7 +174,7 @@ func NewShare(cfg ShareConfig, log zerolog.Logger) *ShareConsumer {
 		cfg.Reset = ShareResetEarliest
 	}
 	if cfg.Lanes <= 0 {
-		cfg.Lanes = 4
+		cfg.Lanes = ShareLanes
 	}
 	if cfg.ShareRefresh <= 0 {
 		cfg.ShareRefresh = 10 * time.Second

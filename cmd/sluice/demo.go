@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/term"
 
+	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/examples"
 	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/devkafka"
@@ -34,7 +36,9 @@ func runDemo(ctx context.Context, args []string) error {
 	in := fs.String("prompts", "", "JSONL file of prompts (default: the bundled examples/prompts.jsonl)")
 	real := fs.Bool("real", false, "call the real API instead of the simulator: SLUICE_API_BASE_URL (default xAI) with the key of SLUICE_API_KEY, SLUICE_API_KEY_FILE or XAI_API_KEY (or SLUICE_API_KEYLESS=true); this costs money")
 	partitions := fs.Int("partitions", 4, "partitions of the embedded topics")
-	inFlight := fs.Int("max-in-flight", 32, "SLUICE_MAX_IN_FLIGHT of the demo consumer")
+	inFlight := fs.Int("max-in-flight", 32, "SLUICE_MAX_IN_FLIGHT of each demo consumer")
+	share := fs.Bool("share", false, "run the members as a share group (SLUICE_GROUP_PROTOCOL=share) on a 1-partition topic (unless --partitions is set), 8 calls in flight each (unless --max-in-flight is set): every member busy on the same partition")
+	replicas := fs.Int("replicas", 1, "members (replicas) to run in the demo process")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	tier := fs.String("tier", "realtime", "tier of the prompts: realtime, or batch (the simulator's Batch API; SLUICE_BATCH_API picks xai or openai)")
 	fs.Usage = func() {
@@ -52,6 +56,17 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	if err := atLeast(fs, "max-in-flight", *inFlight, 1); err != nil {
 		return err
+	}
+	if err := atLeast(fs, "replicas", *replicas, 1); err != nil {
+		return err
+	}
+	if *share && !flagSet(fs, "partitions") {
+		*partitions = 1
+	}
+	if *share && !flagSet(fs, "max-in-flight") {
+		// Each member acquires about what it can start: with 8 calls
+		// each, the bundled prompts keep four members busy.
+		*inFlight = 8
 	}
 	if *timeout <= 0 {
 		return usagef("demo", "--timeout must be positive, got %s", *timeout)
@@ -71,7 +86,7 @@ func runDemo(ctx context.Context, args []string) error {
 	defer cancel()
 	return demo(ctx, demoOptions{
 		prompts: lines, out: *out, real: *real, partitions: int32(*partitions), inFlight: *inFlight,
-		progress: os.Stderr, summary: os.Stdout, tier: *tier, batchAPI: os.Getenv(config.Prefix + "_BATCH_API"),
+		share: *share, replicas: *replicas, progress: os.Stderr, summary: os.Stdout, tier: *tier, batchAPI: os.Getenv(config.Prefix + "_BATCH_API"),
 	})
 }
 
@@ -81,6 +96,8 @@ type demoOptions struct {
 	real       bool
 	partitions int32
 	inFlight   int
+	share      bool // a share group (else a consumer group)
+	replicas   int  // members (default 1)
 	progress   io.Writer
 	summary    io.Writer
 	tier       string // "" is realtime
@@ -109,6 +126,10 @@ func demo(ctx context.Context, o demoOptions) error {
 		// polled every half second.
 		Batch: config.Batch{Tier: o.tier, BatchAPI: o.batchAPI, BatchMaxWait: time.Second, BatchPollInterval: 500 * time.Millisecond},
 	}
+	if o.share {
+		cfg.GroupProtocol = config.ProtocolShare
+	}
+	o.replicas = max(o.replicas, 1)
 	if o.real {
 		env, err := config.LoadConsume()
 		if err != nil {
@@ -127,25 +148,52 @@ func demo(ctx context.Context, o demoOptions) error {
 		return err
 	}
 
-	total, err := produceLines(ctx, cfg.Brokers, cfg.InputTopic, o.prompts)
-	if err != nil {
-		return err
-	}
 	apiName := "simulator (latency, 5xx and 429 faults)"
 	if o.real {
 		apiName = redactedURL(cfg.BaseURL)
 	}
-	fmt.Fprintf(o.progress, "sluice demo: %d prompts on an embedded Kafka (%d partitions), API %s\n", total, o.partitions, apiName)
+	group := "consumer group"
+	if o.share {
+		group = "share group"
+	}
 
-	tally := newTally(total)
+	tally := newTally(o.replicas)
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	done := make(chan error, 1)
+	done := make(chan error, o.replicas)
+	stopMembers := func() error {
+		stopRun()
+		var first error
+		for range o.replicas {
+			if err := <-done; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	log := zerolog.New(o.progress).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	for i := range o.replicas {
+		go func() {
+			done <- serve(runCtx, cfg, log, pipelineOptions{observe: func(r *record.Result) { tally.add(i, r) }})
+		}()
+	}
+	if o.replicas > 1 {
+		// The prompts go in once every member is in the group, so the
+		// work spreads over all of them from the start.
+		if err := waitMembers(ctx, cfg, o.replicas); err != nil {
+			_ = stopMembers()
+			return err
+		}
+	}
+	total, err := produceLines(ctx, cfg.Brokers, cfg.InputTopic, o.prompts)
+	if err != nil {
+		_ = stopMembers()
+		return err
+	}
+	tally.expect(total)
+	fmt.Fprintf(o.progress, "sluice demo: %d prompts on an embedded Kafka (%d partitions), %d members of a %s, API %s\n",
+		total, o.partitions, o.replicas, group, apiName)
 	start := time.Now()
-	go func() {
-		log := zerolog.New(o.progress).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-		done <- serve(runCtx, cfg, log, pipelineOptions{observe: tally.add})
-	}()
 
 	bar := newProgress(o.progress, total)
 	tick := time.NewTicker(bar.period())
@@ -156,10 +204,11 @@ wait:
 		case <-tally.complete:
 			break wait
 		case err := <-done:
+			o.replicas-- // this one is done
+			_ = stopMembers()
 			return fmt.Errorf("consumer stopped early: %w", err)
 		case <-ctx.Done():
-			stopRun()
-			<-done
+			_ = stopMembers()
 			return fmt.Errorf("demo: %d of %d results after %s: %w", tally.count(), total, time.Since(start).Round(time.Millisecond), ctx.Err())
 		case <-tick.C:
 			bar.draw(tally.count(), time.Since(start))
@@ -168,8 +217,7 @@ wait:
 	elapsed := time.Since(start)
 	bar.draw(total, elapsed)
 	bar.finish()
-	stopRun()
-	if err := <-done; err != nil {
+	if err := stopMembers(); err != nil {
 		return err
 	}
 	if err := writeResults(o.out, tally.sorted()); err != nil {
@@ -236,17 +284,26 @@ func produceLines(ctx context.Context, brokers []string, topic string, data []by
 
 // tally gathers the demo's results as they are published.
 type tally struct {
-	mu       sync.Mutex
-	total    int
-	results  map[string]*record.Result // by source position, first wins
-	complete chan struct{}
+	mu        sync.Mutex
+	total     int                       // 0 until expect
+	results   map[string]*record.Result // by source position, first wins
+	perMember []int                     // results published by each member
+	complete  chan struct{}
 }
 
-func newTally(total int) *tally {
-	return &tally{total: total, results: map[string]*record.Result{}, complete: make(chan struct{})}
+func newTally(members int) *tally {
+	return &tally{results: map[string]*record.Result{}, perMember: make([]int, members), complete: make(chan struct{})}
 }
 
-func (t *tally) add(r *record.Result) {
+// expect sets the number of results that completes the tally.
+func (t *tally) expect(total int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total = total
+	t.checkLocked()
+}
+
+func (t *tally) add(member int, r *record.Result) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := fmt.Sprintf("%d/%d", r.Source.Partition, r.Source.Offset)
@@ -254,9 +311,25 @@ func (t *tally) add(r *record.Result) {
 		return
 	}
 	t.results[k] = r
-	if len(t.results) == t.total {
-		close(t.complete)
+	t.perMember[member]++
+	t.checkLocked()
+}
+
+func (t *tally) checkLocked() {
+	if t.total > 0 && len(t.results) == t.total {
+		select {
+		case <-t.complete:
+		default:
+			close(t.complete)
+		}
 	}
+}
+
+// members returns the results published by each member.
+func (t *tally) members() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.perMember)
 }
 
 func (t *tally) count() int {
@@ -319,6 +392,9 @@ func (t *tally) summary(w io.Writer, elapsed time.Duration, out string) {
 	fmt.Fprintf(w, "  retries         %d\n", retries)
 	fmt.Fprintf(w, "  latency         p50 %dms  p99 %dms\n", percentile(lat, 50), percentile(lat, 99))
 	fmt.Fprintf(w, "  tokens          prompt %d  completion %d  reasoning %d\n", prompt, completion, reasoning)
+	if per := t.members(); len(per) > 1 {
+		fmt.Fprintf(w, "  per member      %s\n", strings.Trim(fmt.Sprint(per), "[]"))
+	}
 	fmt.Fprintf(w, "  results         %s\n", out)
 }
 
@@ -390,5 +466,44 @@ func (p *progress) draw(n int, elapsed time.Duration) {
 func (p *progress) finish() {
 	if p.tty {
 		fmt.Fprintln(p.w)
+	}
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// waitMembers waits until the demo's group shows every member: replicas
+// members of a consumer group, or replicas x consumer.ShareLanes of a
+// share group.
+func waitMembers(ctx context.Context, cfg config.Consume, replicas int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := 0
+		if cfg.Shared() {
+			if gs, err := adm.DescribeShareGroups(ctx, cfg.Group); err == nil {
+				n = len(gs[cfg.Group].Members) / consumer.ShareLanes
+			}
+		} else if gs, err := adm.DescribeGroups(ctx, cfg.Group); err == nil && gs[cfg.Group].State == "Stable" {
+			n = len(gs[cfg.Group].Members)
+		}
+		if n >= replicas {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("demo: waiting for %d members to join: %w", replicas, ctx.Err())
+		case <-t.C:
+		}
 	}
 }

@@ -21,17 +21,18 @@ func (s Share) Shared() bool { return s.GroupProtocol == ProtocolShare }
 
 // Validate checks the share settings against the delivery settings.
 func (s Share) Validate(d Delivery) error {
+	// Zero values (a Consume built in code) are the defaults.
 	switch s.GroupProtocol {
-	case ProtocolConsumer, ProtocolShare:
+	case "", ProtocolConsumer, ProtocolShare:
 	default:
 		return invalid("GROUP_PROTOCOL", "must be %s or %s, got %q", ProtocolConsumer, ProtocolShare, s.GroupProtocol)
 	}
 	switch s.ShareReset {
-	case "earliest", "latest":
+	case "", "earliest", "latest":
 	default:
 		return invalid("SHARE_RESET", "must be earliest or latest, got %q", s.ShareReset)
 	}
-	if s.MaxDeliveries < 2 {
+	if s.MaxDeliveries == 1 || s.MaxDeliveries < 0 {
 		return invalid("MAX_DELIVERIES", "must be at least 2 (the first delivery and one redelivery), got %d", s.MaxDeliveries)
 	}
 	if !s.Shared() {
