@@ -138,6 +138,7 @@ type ShareConsumer struct {
 	changed chan struct{}            // closed and replaced when held or paused change
 	lockDur time.Duration            // the acquisition lock's duration, as seen at polls
 	lanes   []*shareLane
+	acked   chan struct{} // wakes flushLoop: a lane has acknowledgements to send
 
 	fatalMu    sync.Mutex
 	fatalErr   error
@@ -190,6 +191,7 @@ func NewShare(cfg ShareConfig, log zerolog.Logger) *ShareConsumer {
 		stopWork: cancel,
 		held:     make(map[*shareEntry]struct{}),
 		changed:  make(chan struct{}),
+		acked:    make(chan struct{}, 1),
 	}
 	c.queue = &shareQueue{c: c}
 	return c
@@ -322,6 +324,7 @@ func (c *ShareConsumer) Run(ctx context.Context, admin *kgo.Client, base []kgo.O
 	stopBackground := make(chan struct{})
 	var background sync.WaitGroup
 	background.Go(func() { c.renewLoop(stopBackground) })
+	background.Go(func() { c.flushLoop(stopBackground) })
 	background.Go(func() { c.watchShare(admin, stopBackground) })
 	defer func() {
 		close(stopBackground)
@@ -345,22 +348,20 @@ func (c *ShareConsumer) Run(ctx context.Context, admin *kgo.Client, base []kgo.O
 	c.ready.Store(false)
 
 	c.log.Info().Stringer("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
-	stopDispatching()
-	c.drain()
+	c.drain(stopDispatching)
 	c.log.Info().Msg("drained")
 	c.fatalMu.Lock()
 	defer c.fatalMu.Unlock()
 	return c.fatalErr
 }
 
-// drain releases the queued records at once, waits up to DrainTimeout for
-// the dispatched ones, then abandons and releases the rest and flushes the
-// acknowledgements, so the group hands them to other members now rather
-// than when their locks expire.
-func (c *ShareConsumer) drain() {
-	for _, e := range c.queue.stop() {
-		c.finish(e, errReleased, false)
-	}
+// drain lets the records acquired, queued or in flight, finish within
+// DrainTimeout: each released record counts a delivery toward
+// MaxDeliveries, so the member does not give back what it can finish. Then
+// it stops dispatching (stopDispatching), abandons and releases the rest
+// and flushes the acknowledgements, so the group hands them to other
+// members now rather than when their locks expire.
+func (c *ShareConsumer) drain(stopDispatching func()) {
 	deadline := time.NewTimer(c.cfg.DrainTimeout)
 	defer deadline.Stop()
 wait:
@@ -374,9 +375,13 @@ wait:
 		select {
 		case <-changed:
 		case <-deadline.C:
-			c.log.Warn().Int("records_unfinished", n).Msg("drain deadline passed; releasing in-flight records")
+			c.log.Warn().Int("records_unfinished", n).Msg("drain deadline passed; releasing the records not finished")
 			break wait
 		}
+	}
+	stopDispatching()
+	for _, e := range c.queue.stop() {
+		c.finish(e, errReleased, false)
 	}
 	c.stopWork() // abandoned handlers ack with an error: released
 	c.handlers.Wait()
@@ -436,8 +441,9 @@ type shareLane struct {
 	id int
 	cl *kgo.Client
 
-	left int           // records of the current batch not finished; guarded by the consumer's mu
-	done chan struct{} // closed when left drops to 0
+	left   int           // records of the current batch not finished; guarded by the consumer's mu
+	done   chan struct{} // closed when left drops to 0
+	unsent bool          // acknowledged records not yet flushed; guarded by the consumer's mu
 }
 
 // run polls a batch when the member has room for it, waits until every
@@ -472,6 +478,15 @@ func (l *shareLane) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		// The batch's acknowledgements reach the broker before the
+		// lane asks for more, rather than riding on the next fetch:
+		// what is finished is not delivered again if the member dies
+		// meanwhile (and a fetch answer carrying both acknowledgement
+		// results and records is where kfake repeats a partition, whose
+		// records franz-go then drops until their locks expire).
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = l.cl.FlushAcks(fctx) // late or failed: the fetch carries them
+		cancel()
 	}
 }
 
@@ -567,6 +582,7 @@ func (c *ShareConsumer) finish(e *shareEntry, err error, dispatched bool) {
 	// Acknowledged before the lane may poll again: a poll accepts what
 	// the previous one returned and was not acknowledged.
 	e.rec.Ack(status)
+	e.lane.unsent = true
 	delete(c.held, e)
 	l := e.lane
 	if l.left--; l.left == 0 {
@@ -574,8 +590,53 @@ func (c *ShareConsumer) finish(e *shareEntry, err error, dispatched bool) {
 	}
 	c.signalLocked()
 	c.mu.Unlock()
+	select {
+	case c.acked <- struct{}{}:
+	default:
+	}
 	c.bytes.add(-e.size)
 	c.observe(event, 1)
+}
+
+// flushPace is the least time between two flushes of the
+// acknowledgements, as between two commits of a consumer group member:
+// what finishes meanwhile goes in the next.
+const flushPace = 20 * time.Millisecond
+
+// flushLoop sends the lanes' acknowledgements as they come, at most one
+// flush per flushPace, until stop is closed: franz-go otherwise holds them
+// up to a second, or until the lane polls again, and a member killed
+// meanwhile would have its finished records delivered, and called, again.
+func (c *ShareConsumer) flushLoop(stop <-chan struct{}) {
+	now, cancel := context.WithCancel(context.Background())
+	cancel() // FlushAcks with a done context only asks for the flush
+	pace := time.NewTimer(0)
+	defer pace.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.acked:
+		}
+		c.mu.Lock()
+		var lanes []*shareLane
+		for _, l := range c.lanes {
+			if l.unsent {
+				l.unsent = false
+				lanes = append(lanes, l)
+			}
+		}
+		c.mu.Unlock()
+		for _, l := range lanes {
+			_ = l.cl.FlushAcks(now)
+		}
+		pace.Reset(flushPace)
+		select {
+		case <-stop:
+			return
+		case <-pace.C:
+		}
+	}
 }
 
 // shareQueue holds the acquired records waiting for a dispatch slot, in

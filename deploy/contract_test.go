@@ -48,6 +48,7 @@ func codeMetrics(t *testing.T) (exposed map[string]metricSpec, described []strin
 	m.Skipped(1)
 	m.BatchResult(&record.Result{Tier: record.TierBatch, CostUSDTicks: 5e7})
 	m.BatchState("xai", "", "in_progress")
+	m.ShareRecords("accepted", 1)
 
 	families, err := rec.Gather()
 	if err != nil {

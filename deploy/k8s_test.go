@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -19,7 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
 
+	"github.com/sluice-dev/sluice/consumer"
 	"github.com/sluice-dev/sluice/internal/config"
 )
 
@@ -111,6 +114,14 @@ func render(dir string) (*rendered, error) {
 			if err != nil {
 				return nil, err
 			}
+			if pso, ok := po.v.(*scaledObject); ok {
+				// A custom resource: kustomize merges it as a JSON
+				// merge patch (RFC 7386), lists replaced whole.
+				if err := r.patchScaledObject(pso.Name, d.raw); err != nil {
+					return nil, fmt.Errorf("%s: %w", d, err)
+				}
+				continue
+			}
 			pcm, ok := po.v.(*corev1.ConfigMap)
 			if !ok {
 				return nil, fmt.Errorf("%s: patching a %s is not supported by this test (extend render)", d, po.kind)
@@ -133,6 +144,60 @@ func render(dir string) (*rendered, error) {
 		seen[id] = o.src
 	}
 	return r, nil
+}
+
+// patchScaledObject applies a JSON merge patch (YAML) to the ScaledObject
+// name of r.
+func (r *rendered) patchScaledObject(name string, patch []byte) error {
+	var so *scaledObject
+	for _, o := range find[*scaledObject](r) {
+		if o.Name == name {
+			so = o
+		}
+	}
+	if so == nil {
+		return fmt.Errorf("patches ScaledObject %s, which %s does not have", name, r.dir)
+	}
+	var target, p map[string]any
+	b, err := json.Marshal(so)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &target); err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(patch, &p); err != nil {
+		return err
+	}
+	merged, err := json.Marshal(mergePatch(target, p))
+	if err != nil {
+		return err
+	}
+	*so = scaledObject{}
+	dec := json.NewDecoder(bytes.NewReader(merged))
+	dec.DisallowUnknownFields()
+	return dec.Decode(so)
+}
+
+// mergePatch is RFC 7386: objects merge key by key, null deletes, anything
+// else (lists included) replaces.
+func mergePatch(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, ok := target.(map[string]any)
+	if !ok {
+		t = map[string]any{}
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(t, k)
+			continue
+		}
+		t[k] = mergePatch(t[k], v)
+	}
+	return t
 }
 
 // find returns the objects of type T.
@@ -361,7 +426,7 @@ func kustomizations(t *testing.T) []string {
 func TestKustomizationsRender(t *testing.T) {
 	t.Parallel()
 	dirs := kustomizations(t)
-	for _, want := range []string{k8sDir, staticDir} {
+	for _, want := range []string{k8sDir, staticDir, shareDir} {
 		if !slices.Contains(dirs, want) {
 			t.Errorf("no kustomization in %s", want)
 		}
@@ -394,7 +459,7 @@ func TestFlavours(t *testing.T) {
 	// Not parallel: loadConsume sets the environment.
 	known := knownEnv(t)
 	partitions := inputPartitions(t)
-	for _, dir := range []string{k8sDir, staticDir} {
+	for _, dir := range []string{k8sDir, staticDir, shareDir} {
 		t.Run(dir, func(t *testing.T) {
 			r, err := render(dir)
 			if err != nil {
@@ -411,6 +476,10 @@ func TestFlavours(t *testing.T) {
 			checkPDB(t, r, w)
 			sos := find[*scaledObject](r)
 			for _, so := range sos {
+				if cfg.Shared() {
+					checkShareScaledObject(t, so, w, cfg, partitions)
+					continue
+				}
 				checkScaledObject(t, so, w, cfg, partitions)
 			}
 			switch w.kind {
@@ -554,7 +623,7 @@ func TestSecretDocumented(t *testing.T) {
 	if i < 0 || j < 0 || i > j {
 		t.Errorf("deploy/README.md must show %q before the first `kubectl apply -k deploy/k8s`", create)
 	}
-	for _, dir := range []string{k8sDir, staticDir} {
+	for _, dir := range []string{k8sDir, staticDir, shareDir} {
 		r, err := render(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -664,6 +733,44 @@ func checkScaledObject(t *testing.T, so *scaledObject, w workload, cfg config.Co
 	lag, err := strconv.Atoi(md["lagThreshold"])
 	if err != nil || lag <= cfg.MaxInFlight {
 		t.Errorf("ScaledObject %s: lagThreshold %q must be a number above SLUICE_MAX_IN_FLIGHT (%d): in-flight records count as lag", so.Name, md["lagThreshold"], cfg.MaxInFlight)
+	}
+}
+
+// checkShareScaledObject checks the autoscaling of a share group: past the
+// partition count, within the group's member cap, on the lag sluice
+// reports (KEDA's kafka trigger reads committed offsets, which a share
+// group has none of).
+func checkShareScaledObject(t *testing.T, so *scaledObject, w workload, cfg config.Consume, partitions int) {
+	t.Helper()
+	ref := so.Spec.ScaleTargetRef
+	if ref.Kind != w.kind || ref.Name != w.name {
+		t.Errorf("ScaledObject %s scales %s %s, want %s %s", so.Name, ref.Kind, ref.Name, w.kind, w.name)
+	}
+	minR, maxR := so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount
+	if minR == nil || *minR != 1 {
+		t.Errorf("ScaledObject %s: minReplicaCount %s, want 1", so.Name, ptrString(minR))
+	}
+	// Kafka's default group.share.max.size is 200 members.
+	if maxR == nil || int(*maxR) <= partitions || int(*maxR)*consumer.ShareLanes > 200 {
+		t.Errorf("ScaledObject %s: maxReplicaCount %s, want above the %d partitions (the point of a share group) and at most 200/%d (the group's member cap)",
+			so.Name, ptrString(maxR), partitions, consumer.ShareLanes)
+	}
+	if len(so.Spec.Triggers) != 1 || so.Spec.Triggers[0].Type != "prometheus" {
+		t.Fatalf("ScaledObject %s: want one prometheus trigger", so.Name)
+	}
+	md := so.Spec.Triggers[0].Metadata
+	q := md["query"]
+	for _, want := range []string{"sluice_consumer_group_lag_records", fmt.Sprintf("topic=%q", cfg.InputTopic), "max by (topic, partition)"} {
+		if !strings.Contains(q, want) {
+			t.Errorf("ScaledObject %s: query %q lacks %s", so.Name, q, want)
+		}
+	}
+	if md["serverAddress"] == "" {
+		t.Errorf("ScaledObject %s: no serverAddress", so.Name)
+	}
+	lag, err := strconv.Atoi(md["threshold"])
+	if err != nil || lag <= cfg.MaxInFlight {
+		t.Errorf("ScaledObject %s: threshold %q must be a number above SLUICE_MAX_IN_FLIGHT (%d): in-flight records count as lag", so.Name, md["threshold"], cfg.MaxInFlight)
 	}
 }
 

@@ -29,6 +29,8 @@ const (
 	k8sDir      = "k8s"
 	// staticDir is the static-membership flavour; k8sDir is the default.
 	staticDir = "k8s/static-membership"
+	// shareDir is the share-group flavour (SLUICE_GROUP_PROTOCOL=share).
+	shareDir = "k8s/share"
 	// userSecretName and userSecretKey are the Secret holding the API key
 	// that the user creates (deploy/README.md); the manifests carry none.
 	userSecretName = "sluice-api"

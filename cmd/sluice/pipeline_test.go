@@ -117,14 +117,24 @@ type testStack struct {
 
 func newTestStack(t testing.TB, partitions int32) *testStack {
 	t.Helper()
-	// No jobs topic: the batch tier stays off (batch_test.go adds it).
-	return newTestStackTopics(t, partitions, "prompts", "completions", "prompts.dlq")
+	return newTestStackOn(t, devkafka.Config{Partitions: partitions})
 }
 
 // newTestStackTopics is newTestStack with these topics.
 func newTestStackTopics(t testing.TB, partitions int32, topics ...string) *testStack {
 	t.Helper()
-	c, err := devkafka.Start(devkafka.Config{Partitions: partitions, Topics: topics})
+	return newTestStackOn(t, devkafka.Config{Partitions: partitions, Topics: topics})
+}
+
+// newTestStackOn is newTestStack on a cluster of its own configuration;
+// with no topics named, those of newTestStack (no jobs topic: the batch
+// tier stays off; batch_test.go adds it).
+func newTestStackOn(t testing.TB, kcfg devkafka.Config) *testStack {
+	t.Helper()
+	if len(kcfg.Topics) == 0 {
+		kcfg.Topics = []string{"prompts", "completions", "prompts.dlq"}
+	}
+	c, err := devkafka.Start(kcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
