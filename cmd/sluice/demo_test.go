@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +74,31 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(summary.String(), s) {
 			t.Errorf("summary lacks %q:\n%s", s, summary.String())
 		}
+	}
+}
+
+// TestDemoShare runs `sluice demo --share --replicas 4`: four share-group
+// members on a 1-partition topic, every one of them publishing results.
+func TestDemoShare(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "results.jsonl")
+	var progress, summary bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := demo(ctx, demoOptions{prompts: examples.Prompts, out: out, partitions: 1, inFlight: 8, share: true, replicas: 4, progress: &progress, summary: &summary})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, progress.String())
+	}
+	var line string
+	for l := range strings.Lines(summary.String()) {
+		if strings.Contains(l, "per member") {
+			line = l
+		}
+	}
+	per := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "per member"))
+	if len(per) != 4 || slices.Contains(per, "0") {
+		t.Errorf("results per member %q, want four members all with results:\n%s", per, summary.String())
+	}
+	if !strings.Contains(progress.String(), "4 members of a share group") {
+		t.Errorf("progress does not name the share group:\n%s", progress.String())
 	}
 }
