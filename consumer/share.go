@@ -340,11 +340,28 @@ func (c *ShareConsumer) Run(ctx context.Context, admin *kgo.Client, base []kgo.O
 	c.ready.Store(true)
 	c.log.Info().Str("group", c.cfg.Group).Str("topic", c.cfg.Topic).Int("lanes", c.cfg.Lanes).
 		Int("batch", c.batch).Msg("consuming (share group)")
+	// A fetch under way when the member stops has acquired records: its
+	// poll may end (at most FetchMaxWait with nothing to fetch) and its
+	// records are finished in the drain, instead of being released
+	// unseen, which would count a delivery against each.
+	fetchCtx, cancelFetches := context.WithCancel(context.Background())
+	defer cancelFetches()
+	stopFetches := context.AfterFunc(pollCtx, func() {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-fetchCtx.Done():
+		}
+		cancelFetches()
+	})
+	defer stopFetches()
 	var lanes sync.WaitGroup
 	for _, l := range c.lanes {
-		lanes.Go(func() { l.run(pollCtx) })
+		lanes.Go(func() { l.run(pollCtx, fetchCtx) })
 	}
 	lanes.Wait()
+	cancelFetches()
 	c.ready.Store(false)
 
 	c.log.Info().Stringer("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
@@ -447,14 +464,15 @@ type shareLane struct {
 }
 
 // run polls a batch when the member has room for it, waits until every
-// record of the batch is acknowledged, and polls again, until ctx is done.
-func (l *shareLane) run(ctx context.Context) {
+// record of the batch is acknowledged, and polls again, until ctx is done;
+// a poll under way then may go on until fetchCtx is done.
+func (l *shareLane) run(ctx, fetchCtx context.Context) {
 	c := l.c
 	for {
 		if !c.waitRoom(ctx) {
 			return
 		}
-		fetches := l.cl.PollRecords(ctx, c.batch)
+		fetches := l.cl.PollRecords(fetchCtx, c.batch)
 		if fetches.IsClientClosed() {
 			return
 		}
@@ -466,7 +484,7 @@ func (l *shareLane) run(ctx context.Context) {
 		})
 		recs := fetches.Records()
 		if len(recs) == 0 {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || fetchCtx.Err() != nil {
 				return
 			}
 			continue

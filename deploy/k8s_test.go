@@ -705,14 +705,7 @@ func checkPDB(t *testing.T, r *rendered, w workload) {
 
 func checkScaledObject(t *testing.T, so *scaledObject, w workload, cfg config.Consume, partitions int) {
 	t.Helper()
-	ref := so.Spec.ScaleTargetRef
-	if ref.Kind != w.kind || ref.Name != w.name {
-		t.Errorf("ScaledObject %s scales %s %s, want %s %s", so.Name, ref.Kind, ref.Name, w.kind, w.name)
-	}
-	minR, maxR := so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount
-	if minR == nil || *minR != 1 {
-		t.Errorf("ScaledObject %s: minReplicaCount %s, want 1", so.Name, ptrString(minR))
-	}
+	maxR := checkScaleTarget(t, so, w)
 	if err := checkMaxReplicas(maxR, partitions); err != nil {
 		t.Errorf("ScaledObject %s: %v", so.Name, err)
 	}
@@ -736,20 +729,27 @@ func checkScaledObject(t *testing.T, so *scaledObject, w workload, cfg config.Co
 	}
 }
 
+// checkScaleTarget checks that so scales w from one replica, and returns
+// its maxReplicaCount.
+func checkScaleTarget(t *testing.T, so *scaledObject, w workload) *int32 {
+	t.Helper()
+	ref := so.Spec.ScaleTargetRef
+	if ref.Kind != w.kind || ref.Name != w.name {
+		t.Errorf("ScaledObject %s scales %s %s, want %s %s", so.Name, ref.Kind, ref.Name, w.kind, w.name)
+	}
+	if minR := so.Spec.MinReplicaCount; minR == nil || *minR != 1 {
+		t.Errorf("ScaledObject %s: minReplicaCount %s, want 1", so.Name, ptrString(minR))
+	}
+	return so.Spec.MaxReplicaCount
+}
+
 // checkShareScaledObject checks the autoscaling of a share group: past the
 // partition count, within the group's member cap, on the lag sluice
 // reports (KEDA's kafka trigger reads committed offsets, which a share
 // group has none of).
 func checkShareScaledObject(t *testing.T, so *scaledObject, w workload, cfg config.Consume, partitions int) {
 	t.Helper()
-	ref := so.Spec.ScaleTargetRef
-	if ref.Kind != w.kind || ref.Name != w.name {
-		t.Errorf("ScaledObject %s scales %s %s, want %s %s", so.Name, ref.Kind, ref.Name, w.kind, w.name)
-	}
-	minR, maxR := so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount
-	if minR == nil || *minR != 1 {
-		t.Errorf("ScaledObject %s: minReplicaCount %s, want 1", so.Name, ptrString(minR))
-	}
+	maxR := checkScaleTarget(t, so, w)
 	// Kafka's default group.share.max.size is 200 members.
 	if maxR == nil || int(*maxR) <= partitions || int(*maxR)*consumer.ShareLanes > 200 {
 		t.Errorf("ScaledObject %s: maxReplicaCount %s, want above the %d partitions (the point of a share group) and at most 200/%d (the group's member cap)",

@@ -85,17 +85,7 @@ func (c *commitCounter) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _,
 func benchThroughput(b *testing.B, lp latencyProfile, inFlight int, mode string) {
 	b.StopTimer()
 	s := newTestStack(b, 1)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body := make([]byte, r.ContentLength)
-		_, _ = r.Body.Read(body)
-		select { // the simulated API latency
-		case <-time.After(lp.latency(body)):
-		case <-r.Context().Done():
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
-	}))
+	api := latencyAPI(lp.latency)
 	defer api.Close()
 	s.cfg.BaseURL = api.URL
 	s.cfg.MaxInFlight = inFlight
@@ -143,6 +133,22 @@ func benchThroughput(b *testing.B, lp latencyProfile, inFlight int, mode string)
 	b.ReportMetric(commitRate, "commits/s")
 	fmt.Printf("pipeline throughput %s (%s): %d records, steady state (10%%-90%%) %.0f records/s; ideal C/mean latency = %d/%s = %.0f; ratio %.3f; CPU %s/record (whole test process); %.1f commits/s\n",
 		lp.name, mode, lp.records, rate, inFlight, lp.mean(), ideal, rate/ideal, cpuPerRecord, commitRate)
+}
+
+// latencyAPI is a chat-completions endpoint answering every request after
+// latency(its body).
+func latencyAPI(latency func(body []byte) time.Duration) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := make([]byte, r.ContentLength)
+		_, _ = r.Body.Read(body)
+		select { // the simulated API latency
+		case <-time.After(latency(body)):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	}))
 }
 
 // cpuTime is the CPU time this process used so far, user and system.

@@ -319,6 +319,12 @@ func (p pipeline) Handle(ctx context.Context, rec *kgo.Record, ack func(error)) 
 		}
 		rec.Context = context.WithValue(parent, resultKey{}, res)
 	}
+	p.publish(ctx, rec, res, ack)
+}
+
+// publish publishes res (and its dead letter) and acks once the brokers
+// acknowledged them.
+func (p pipeline) publish(ctx context.Context, rec *kgo.Record, res *record.Result, ack func(error)) {
 	p.pub.Publish(ctx, rec, res, func(err error) {
 		if err == nil {
 			p.metrics.Published(res)

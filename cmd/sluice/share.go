@@ -34,14 +34,5 @@ func shareConfig(cfg config.Consume, lim *limiter.Limiter, m *metrics.Metrics) c
 // of a record past SLUICE_MAX_DELIVERIES; no call is made.
 func (p pipeline) HandleDeliveryLimit(ctx context.Context, rec *kgo.Record, deliveries int, ack func(error)) {
 	p.metrics.Consumed()
-	res := processor.DeliveryLimit(rec, deliveries)
-	p.pub.Publish(ctx, rec, res, func(err error) {
-		if err == nil {
-			p.metrics.Published(res)
-			if p.observe != nil {
-				p.observe(res)
-			}
-		}
-		ack(err)
-	})
+	p.publish(ctx, rec, processor.DeliveryLimit(rec, deliveries), ack)
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -33,15 +31,7 @@ func BenchmarkShareThroughput(b *testing.B) {
 func benchShare(b *testing.B, members, inFlight int, latency time.Duration) {
 	b.StopTimer()
 	s := newShareStack(b, 30*time.Second)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select { // the simulated API latency
-		case <-time.After(latency):
-		case <-r.Context().Done():
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
-	}))
+	api := latencyAPI(func([]byte) time.Duration { return latency })
 	defer api.Close()
 	s.cfg.BaseURL = api.URL
 	s.cfg.MaxInFlight = inFlight
