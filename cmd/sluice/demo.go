@@ -478,7 +478,7 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 
 // waitMembers waits until the demo's group shows every member: replicas
 // members of a consumer group, or replicas x consumer.ShareLanes of a
-// share group.
+// share group, each assigned the input topic.
 func waitMembers(ctx context.Context, cfg config.Consume, replicas int) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
 	if err != nil {
@@ -492,7 +492,12 @@ func waitMembers(ctx context.Context, cfg config.Consume, replicas int) error {
 		n := 0
 		if cfg.Shared() {
 			if gs, err := adm.DescribeShareGroups(ctx, cfg.Group); err == nil {
-				n = len(gs[cfg.Group].Members) / consumer.ShareLanes
+				for _, m := range gs[cfg.Group].Members {
+					if len(m.Assignment[cfg.InputTopic]) > 0 { // it can fetch
+						n++
+					}
+				}
+				n /= consumer.ShareLanes
 			}
 		} else if gs, err := adm.DescribeGroups(ctx, cfg.Group); err == nil && gs[cfg.Group].State == "Stable" {
 			n = len(gs[cfg.Group].Members)
