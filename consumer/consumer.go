@@ -277,16 +277,7 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.sizer.setClient(cl)
 	defer c.stopWork()
 
-	dispatchDone := make(chan struct{})
-	stopDispatch := make(chan struct{})
-	go func() {
-		defer close(dispatchDone)
-		c.dispatch.run(stopDispatch)
-	}()
-	stopDispatching := sync.OnceFunc(func() {
-		close(stopDispatch)
-		<-dispatchDone
-	})
+	stopDispatching := c.dispatch.start()
 	defer stopDispatching()
 
 	groupDone := make(chan struct{})

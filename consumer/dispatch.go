@@ -128,6 +128,23 @@ func (d *dispatcher) next() recordQueue {
 // done frees the slot of a record whose handler acknowledged it.
 func (d *dispatcher) done() { <-d.slots }
 
+// start runs the dispatcher in a goroutine it owns and returns the
+// function that stops it and waits for it to return; that function may be
+// called more than once (the drain stops dispatching early, a deferred call
+// covers the other exits).
+func (d *dispatcher) start() (stop func()) {
+	done := make(chan struct{})
+	stopc := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.run(stopc)
+	}()
+	return sync.OnceFunc(func() {
+		close(stopc)
+		<-done
+	})
+}
+
 // run dispatches until stop is closed.
 func (d *dispatcher) run(stop <-chan struct{}) {
 	for {

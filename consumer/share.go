@@ -309,16 +309,7 @@ func (c *ShareConsumer) Run(ctx context.Context, admin *kgo.Client, base []kgo.O
 	defer c.closeLanes()
 	c.bytes.setClient(c)
 
-	dispatchDone := make(chan struct{})
-	stopDispatch := make(chan struct{})
-	go func() {
-		defer close(dispatchDone)
-		c.dispatch.run(stopDispatch)
-	}()
-	stopDispatching := sync.OnceFunc(func() {
-		close(stopDispatch)
-		<-dispatchDone
-	})
+	stopDispatching := c.dispatch.start()
 	defer stopDispatching()
 
 	stopBackground := make(chan struct{})
