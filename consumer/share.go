@@ -134,6 +134,7 @@ type ShareConsumer struct {
 
 	mu      sync.Mutex
 	held    map[*shareEntry]struct{} // acquired, not finally acknowledged
+	working map[shareKey]*shareEntry // per record, the held entry queued or in a handler
 	paused  bool                     // fetching paused (bytes or Hold)
 	changed chan struct{}            // closed and replaced when held or paused change
 	lockDur time.Duration            // the acquisition lock's duration, as seen at polls
@@ -155,7 +156,22 @@ type shareEntry struct {
 	limit    bool      // past MaxDeliveries
 	renewAt  time.Time // when its lock is renewed next; guarded by the consumer's mu
 	finished bool      // guarded by the consumer's mu
+	// next is the member's newer acquisition of the same record, taken
+	// by another lane after this one's lock lapsed while the record was
+	// in work (a renewal that came too late): it is not handled again
+	// but gets this entry's final acknowledgement, since only the newest
+	// acquisition's acknowledgement counts. Guarded by the consumer's mu.
+	next *shareEntry
 }
+
+// shareKey names a record of the topic.
+type shareKey struct {
+	topic     string
+	partition int32
+	offset    int64
+}
+
+func keyOf(rec *kgo.Record) shareKey { return shareKey{rec.Topic, rec.Partition, rec.Offset} }
 
 // NewShare returns a ShareConsumer; Run hands the records to a ShareHandler.
 func NewShare(cfg ShareConfig, log zerolog.Logger) *ShareConsumer {
@@ -190,6 +206,7 @@ func NewShare(cfg ShareConfig, log zerolog.Logger) *ShareConsumer {
 		workCtx:  ctx,
 		stopWork: cancel,
 		held:     make(map[*shareEntry]struct{}),
+		working:  make(map[shareKey]*shareEntry),
 		changed:  make(chan struct{}),
 		acked:    make(chan struct{}, 1),
 	}
@@ -523,22 +540,19 @@ func (c *ShareConsumer) waitRoom(ctx context.Context) bool {
 // the channel is closed once all of them are acknowledged.
 func (c *ShareConsumer) take(l *shareLane, recs []*kgo.Record) <-chan struct{} {
 	now := time.Now()
-	entries := make([]*shareEntry, len(recs))
 	var bytes int64
 	redelivered, limited := 0, 0
+	queued := make([]*shareEntry, 0, len(recs))
 	c.mu.Lock()
 	l.left = len(recs)
 	l.done = make(chan struct{})
 	done := l.done
-	for i, rec := range recs {
+	for _, rec := range recs {
 		detach(rec)
 		e := &shareEntry{rec: rec, lane: l, size: recordSize(rec)}
 		if n := int(rec.DeliveryCount()); n > 1 {
 			redelivered++
-			if n >= c.cfg.MaxDeliveries {
-				e.limit = true
-				limited++
-			}
+			e.limit = n >= c.cfg.MaxDeliveries
 		}
 		lock := time.Duration(0)
 		if dl := rec.AcquisitionDeadline(); !dl.IsZero() {
@@ -550,7 +564,24 @@ func (c *ShareConsumer) take(l *shareLane, recs []*kgo.Record) <-chan struct{} {
 		e.renewAt = now.Add(max(lock, 0) / 2)
 		c.held[e] = struct{}{}
 		bytes += e.size
-		entries[i] = e
+		k := keyOf(rec)
+		if w, ok := c.working[k]; ok {
+			// Acquired again while in work here: calling it twice
+			// would pay the call twice and publish two results.
+			for w.next != nil {
+				w = w.next
+			}
+			w.next = e
+			c.log.Warn().Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).
+				Int("delivery", int(rec.DeliveryCount())).
+				Msg("a record's acquisition lock lapsed while it was in work and this member acquired it again; it is finished once, on the newer acquisition")
+			continue
+		}
+		c.working[k] = e
+		queued = append(queued, e)
+		if e.limit {
+			limited++
+		}
 	}
 	c.signalLocked()
 	c.mu.Unlock()
@@ -558,7 +589,7 @@ func (c *ShareConsumer) take(l *shareLane, recs []*kgo.Record) <-chan struct{} {
 	c.observe(ShareAcquired, len(recs))
 	c.observe(ShareRedelivered, redelivered)
 	c.observe(ShareDeliveryLimit, limited)
-	c.queue.push(entries)
+	c.queue.push(queued)
 	return done
 }
 
@@ -593,6 +624,10 @@ func (c *ShareConsumer) finish(e *shareEntry, err error, dispatched bool) {
 	e.rec.Ack(status)
 	e.lane.unsent = true
 	delete(c.held, e)
+	if k := keyOf(e.rec); c.working[k] == e {
+		delete(c.working, k)
+	}
+	next := e.next
 	l := e.lane
 	if l.left--; l.left == 0 {
 		close(l.done)
@@ -605,6 +640,12 @@ func (c *ShareConsumer) finish(e *shareEntry, err error, dispatched bool) {
 	}
 	c.bytes.add(-e.size)
 	c.observe(event, 1)
+	if next != nil {
+		if err != nil {
+			err = errReleased // e's error is told above
+		}
+		c.finish(next, err, false)
+	}
 }
 
 // flushPace is the least time between two flushes of the

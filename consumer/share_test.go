@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -411,4 +412,73 @@ func TestShareBudgetFollowsMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	await(1)
+}
+
+// A record whose acquisition lock lapses while it is in work (its renewals
+// are lost) is acquired again by another lane of the same member: it is
+// not handled a second time, and its outcome is acknowledged on the newer
+// acquisition, so the group does not deliver it again.
+func TestShareLapsedLockHandledOnce(t *testing.T) {
+	t.Parallel()
+	c := shareCluster(t, 1, map[string]string{
+		"group.share.record.lock.duration.ms": "1000",
+		"share.record.lock.sweep.interval.ms": "20",
+	})
+	// While lost is set, every ShareAcknowledge (the renewals of the
+	// lane in work) is answered with an error: the lock lapses.
+	var lost atomic.Bool
+	lost.Store(true)
+	c.ControlKey(int16(kmsg.ShareAcknowledge), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !lost.Load() {
+			return nil, nil, false
+		}
+		resp := kreq.ResponseKind().(*kmsg.ShareAcknowledgeResponse)
+		resp.ErrorCode = kerr.UnknownServerError.Code
+		return resp, nil, true
+	})
+	var calls atomic.Int32
+	release := make(chan struct{})
+	h := shareHandler{handle: func(ctx context.Context, _ *kgo.Record, ack func(error)) {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		ack(nil)
+	}}
+	obs := &counter{}
+	stop := runShare(t, c, ShareConfig{MaxDispatched: 4, Lanes: 2, Observer: obs}, h)
+	waitUntil(t, "the record acquired again by the other lane", func() bool { return obs.get(ShareRedelivered) >= 1 })
+	lost.Store(false)
+	close(release)
+	waitUntil(t, "both acquisitions acknowledged", func() bool { return obs.get(ShareAccepted) >= 2 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the record was handled %d times, want 1", n)
+	}
+	// Accepted on the acquisition that counts: a record produced after
+	// it is the only one a new member of the group gets.
+	cl := shareClient(t, c)
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "prompts", Value: []byte("r-1")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ShareGroup("sluice"), kgo.ConsumeTopics("prompts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), shareWatchdog)
+	defer cancel()
+	var got []string
+	for len(got) == 0 && ctx.Err() == nil {
+		for _, r := range sh.PollFetches(ctx).Records() {
+			got = append(got, string(r.Value))
+		}
+	}
+	if len(got) != 1 || got[0] != "r-1" {
+		t.Errorf("a new member got %q, want only r-1", got)
+	}
 }
