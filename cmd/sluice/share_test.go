@@ -141,7 +141,7 @@ func TestShareProcessKill9AndSigterm(t *testing.T) {
 	api := &memberAPI{next: s.api, active: map[string]int{}}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	const n = 3000
+	const n = 1200 // enough for a kill mid-run and a drain; fewer keeps CI short
 	var recs []*kgo.Record
 	for i := range n {
 		recs = append(recs, &kgo.Record{Value: fmt.Appendf(nil, `{"custom_id":"c-%d","prompt":"sleep-200 p-%d"}`, i, i)})
