@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -35,6 +36,14 @@ import (
 // instead of Handle for a record on its ShareConfig.MaxDeliveries-th
 // delivery or later: it publishes the record's error result and dead letter
 // without processing it, and acks like Handle.
+//
+// Each delivery is handed over as a *kgo.Record of its own, a copy of the
+// one franz-go returned: the handler may keep what it likes in rec.Context,
+// as a Handler may, while the member renews and acknowledges franz-go's
+// record (whose Context carries the acquisition) from other goroutines.
+// franz-go finds the acquisition from the record's address, so the copy's
+// DeliveryCount reports 0 and its Ack does nothing: only the member
+// acknowledges. A record delivered again is a new *kgo.Record.
 type ShareHandler interface {
 	Handler
 	HandleDeliveryLimit(ctx context.Context, rec *kgo.Record, deliveries int, ack func(error))
@@ -150,9 +159,10 @@ type ShareConsumer struct {
 
 // shareEntry is one acquired record.
 type shareEntry struct {
-	rec      *kgo.Record
+	rec      *kgo.Record // franz-go's, acknowledged by the member; never handed to the handler
 	lane     *shareLane
 	size     int64
+	delivery int       // the broker's delivery count, 1 on the first
 	limit    bool      // past MaxDeliveries
 	renewAt  time.Time // when its lock is renewed next; guarded by the consumer's mu
 	finished bool      // guarded by the consumer's mu
@@ -172,6 +182,10 @@ type shareKey struct {
 }
 
 func keyOf(rec *kgo.Record) shareKey { return shareKey{rec.Topic, rec.Partition, rec.Offset} }
+
+// handlerCopySize is what the handler's copy of a held record (see
+// ShareHandler) adds to recordSize.
+const handlerCopySize = int64(unsafe.Sizeof(kgo.Record{}))
 
 // NewShare returns a ShareConsumer; Run hands the records to a ShareHandler.
 func NewShare(cfg ShareConfig, log zerolog.Logger) *ShareConsumer {
@@ -549,10 +563,10 @@ func (c *ShareConsumer) take(l *shareLane, recs []*kgo.Record) <-chan struct{} {
 	done := l.done
 	for _, rec := range recs {
 		detach(rec)
-		e := &shareEntry{rec: rec, lane: l, size: recordSize(rec)}
-		if n := int(rec.DeliveryCount()); n > 1 {
+		e := &shareEntry{rec: rec, lane: l, size: recordSize(rec) + handlerCopySize, delivery: int(rec.DeliveryCount())}
+		if e.delivery > 1 {
 			redelivered++
-			e.limit = n >= c.cfg.MaxDeliveries
+			e.limit = e.delivery >= c.cfg.MaxDeliveries
 		}
 		lock := time.Duration(0)
 		if dl := rec.AcquisitionDeadline(); !dl.IsZero() {
@@ -573,7 +587,7 @@ func (c *ShareConsumer) take(l *shareLane, recs []*kgo.Record) <-chan struct{} {
 			}
 			w.next = e
 			c.log.Warn().Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).
-				Int("delivery", int(rec.DeliveryCount())).
+				Int("delivery", e.delivery).
 				Msg("a record's acquisition lock lapsed while it was in work and this member acquired it again; it is finished once, on the newer acquisition")
 			continue
 		}
@@ -728,11 +742,14 @@ func (q *shareQueue) dispatchOne() bool {
 	}
 	q.mu.Unlock()
 	c := q.c
-	rec := e.rec
+	// The handler's own copy: it may set rec.Context (Handler) while
+	// renewDue and finish read e.rec's, the acquisition's, at any time.
+	rec := new(kgo.Record)
+	*rec = *e.rec
 	ack := func(err error) { c.finish(e, err, true) }
 	c.handlers.Go(func() {
 		if e.limit {
-			c.h.HandleDeliveryLimit(c.workCtx, rec, int(rec.DeliveryCount()), ack)
+			c.h.HandleDeliveryLimit(c.workCtx, rec, e.delivery, ack)
 			return
 		}
 		c.h.Handle(c.workCtx, rec, ack)
