@@ -57,12 +57,18 @@ func (s *testStack) startProcess(t testing.TB, extraEnv ...string) *exec.Cmd {
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
+		_ = cmd.Wait() // also waits for the logs to be copied
 		if strings.Contains(logs.String(), "sk-test-secret") {
 			t.Errorf("the API key appears in the logs")
 		}
 		if strings.Contains(logs.String(), confidentialPrompt) {
 			t.Errorf("a prompt appears in the logs")
+		}
+		// Under -race a child's race report goes to its stderr, and
+		// only its exit status (66) tells otherwise; a child killed -9
+		// exits with none, so its logs are read.
+		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("a child process reported a data race")
 		}
 		if t.Failed() {
 			t.Logf("child logs:\n%s", logs.String())
