@@ -199,9 +199,9 @@ func TestShareRenewsLockOfLongCall(t *testing.T) {
 			ack(nil)
 			return
 		}
-		// The call: three lock durations, noting its progress in
-		// rec.Context as it goes.
-		call := time.After(6 * time.Second)
+		// The call: two lock durations (renewed at least twice),
+		// noting its progress in rec.Context as it goes.
+		call := time.After(4 * time.Second)
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		parent := rec.Context
