@@ -80,6 +80,7 @@ func TestDemo(t *testing.T) {
 // TestDemoShare runs `sluice demo --share --replicas 4`: four share-group
 // members on a 1-partition topic, every one of them publishing results.
 func TestDemoShare(t *testing.T) {
+	t.Parallel() // its own embedded Kafka and API, no ports of its own
 	out := filepath.Join(t.TempDir(), "results.jsonl")
 	var progress, summary bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -242,6 +242,7 @@ func decodeAll(t *testing.T, recs []*kgo.Record) []record.Result {
 // that lapses in work counts one more), so the test follows the calls
 // and the result instead of expecting a fixed number of calls.
 func TestSharePoisonPillIsDeadLettered(t *testing.T) {
+	t.Parallel() // one member at a time, and no bound on its pace
 	s := newShareStack(t, 2*time.Second)
 	const maxDeliveries = 3 // SLUICE_MAX_DELIVERIES' default
 	s.produce(t, &kgo.Record{Key: []byte("pill"), Value: []byte(`{"custom_id":"pill","prompt":"slow pill"}`)})
