@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluice-dev/sluice/internal/config"
 	"github.com/sluice-dev/sluice/internal/devkafka"
 	"github.com/sluice-dev/sluice/internal/mockapi"
 	"github.com/sluice-dev/sluice/record"
@@ -18,11 +19,17 @@ import (
 // and come back with tier batch and their batch id; realtime records
 // (by header) go to the realtime endpoint; an unknown tier and an
 // endpoint the batch API does not take are refused with a dead letter.
-// A member stopped while the batch runs and a new one finish it.
+// A member stopped while the batch runs and a new one finish it. In a
+// share group too: a batch-tier record is accepted once its chunk is
+// durable.
 func TestBatchTierEndToEnd(t *testing.T) {
-	for _, batchAPI := range []string{"xai", "openai"} {
-		t.Run(batchAPI, func(t *testing.T) {
+	for _, tc := range []struct{ batchAPI, protocol string }{
+		{"xai", config.ProtocolConsumer}, {"openai", config.ProtocolConsumer}, {"xai", config.ProtocolShare},
+	} {
+		batchAPI := tc.batchAPI
+		t.Run(batchAPI+"/"+tc.protocol, func(t *testing.T) {
 			s := newTestStackTopics(t, 2, devkafka.DefaultTopics...)
+			s.cfg.GroupProtocol = tc.protocol
 			mock := mockapi.New(mockapi.Config{BatchDelay: 300 * time.Millisecond, Seed: 3})
 			srv := httptest.NewServer(mock)
 			t.Cleanup(func() { mock.Close(); srv.Close() })

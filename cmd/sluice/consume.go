@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -245,8 +246,10 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	}
 
 	pub := producer.NewPublisher(cl, cfg.OutputTopic, cfg.DLQTopic)
+	var gate sync.Locker // exactly-once's transaction boundary; none in share mode
 	if cons != nil {
-		pub.Gate = cons.ProduceGate()
+		gate = cons.ProduceGate()
+		pub.Gate = gate
 	}
 	pub.MaxMessageBytes = limits.maxMessageBytes
 	registerStateGauges(reg, lim, mem)
@@ -258,7 +261,7 @@ func serve(ctx context.Context, cfg config.Consume, log zerolog.Logger, opt pipe
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); lag.Run(lagCtx) }()
 	defer func() { stopLag(); <-lagDone }()
-	bt, stopBatch, err := startBatchTier(ctx, cfg, cl, cons.ProduceGate(), apiClient, reg, m, opt.observe, batchOpts, connect, log, limits.maxMessageBytes)
+	bt, stopBatch, err := startBatchTier(ctx, cfg, cl, gate, apiClient, reg, m, opt.observe, batchOpts, connect, log, limits.maxMessageBytes)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
