@@ -134,9 +134,7 @@ type Consumer struct {
 
 	commitMu sync.Mutex // serializes commits with revocation
 
-	fatalMu    sync.Mutex // guards fatalErr and cancelPoll; taken after partition locks
-	fatalErr   error
-	cancelPoll context.CancelFunc
+	fatal      fatal // the first fatal error; stops polling
 	ready      atomic.Bool
 	held       atomic.Bool   // see Hold
 	rebalanced chan struct{} // wakes watchGroup
@@ -298,11 +296,8 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 		c.commitLoop(stopCommits)
 	}()
 
-	pollCtx, cancelPoll := context.WithCancel(ctx)
+	pollCtx, cancelPoll := c.fatal.pollContext(ctx)
 	defer cancelPoll()
-	c.fatalMu.Lock()
-	c.cancelPoll = cancelPoll
-	c.fatalMu.Unlock()
 
 	c.ready.Store(true)
 	c.log.Info().Str("group", c.cfg.Group).Str("topic", c.cfg.Topic).Msg("consuming")
@@ -317,9 +312,7 @@ func (c *Consumer) run(ctx context.Context, cl *kgo.Client, h Handler) error {
 	c.stopWork()
 	c.handlers.Wait()
 	c.log.Info().Msg("drained")
-	c.fatalMu.Lock()
-	defer c.fatalMu.Unlock()
-	return c.fatalErr
+	return c.fatal.Err()
 }
 
 // poll fetches and dispatches until ctx is done (shutdown or a fatal error).
@@ -370,18 +363,7 @@ func (c *Consumer) assignedPartitions() []*partition {
 }
 
 // fail records the first fatal error and stops polling; Run returns it.
-func (c *Consumer) fail(err error) {
-	c.fatalMu.Lock()
-	defer c.fatalMu.Unlock()
-	if c.fatalErr != nil {
-		return
-	}
-	c.log.Error().Err(err).Msg("cannot write results; stopping")
-	c.fatalErr = fmt.Errorf("consumer: %w", err)
-	if c.cancelPoll != nil {
-		c.cancelPoll()
-	}
-}
+func (c *Consumer) fail(err error) { c.fatal.fail(c.log, err) }
 
 // Uncommitted returns the unfinished records held per partition (queued,
 // in flight, or produced in the open transaction), for metrics and tests.

@@ -150,11 +150,9 @@ type ShareConsumer struct {
 	lanes   []*shareLane
 	acked   chan struct{} // wakes flushLoop: a lane has acknowledgements to send
 
-	fatalMu    sync.Mutex
-	fatalErr   error
-	cancelPoll context.CancelFunc
-	ready      atomic.Bool
-	holding    atomic.Bool
+	fatal   fatal // the first fatal error; stops polling
+	ready   atomic.Bool
+	holding atomic.Bool
 }
 
 // shareEntry is one acquired record.
@@ -353,11 +351,8 @@ func (c *ShareConsumer) Run(ctx context.Context, admin *kgo.Client, base []kgo.O
 		background.Wait()
 	}()
 
-	pollCtx, cancelPoll := context.WithCancel(ctx)
+	pollCtx, cancelPoll := c.fatal.pollContext(ctx)
 	defer cancelPoll()
-	c.fatalMu.Lock()
-	c.cancelPoll = cancelPoll
-	c.fatalMu.Unlock()
 
 	c.ready.Store(true)
 	c.log.Info().Str("group", c.cfg.Group).Str("topic", c.cfg.Topic).Int("lanes", c.cfg.Lanes).
@@ -389,9 +384,7 @@ func (c *ShareConsumer) Run(ctx context.Context, admin *kgo.Client, base []kgo.O
 	c.log.Info().Stringer("drain_timeout", c.cfg.DrainTimeout).Msg("draining")
 	c.drain(stopDispatching)
 	c.log.Info().Msg("drained")
-	c.fatalMu.Lock()
-	defer c.fatalMu.Unlock()
-	return c.fatalErr
+	return c.fatal.Err()
 }
 
 // drain lets the records acquired, queued or in flight, finish within
@@ -455,18 +448,7 @@ func (c *ShareConsumer) closeLanes() {
 }
 
 // fail records the first fatal error and stops polling; Run returns it.
-func (c *ShareConsumer) fail(err error) {
-	c.fatalMu.Lock()
-	defer c.fatalMu.Unlock()
-	if c.fatalErr != nil {
-		return
-	}
-	c.log.Error().Err(err).Msg("cannot write results; stopping")
-	c.fatalErr = fmt.Errorf("consumer: %w", err)
-	if c.cancelPoll != nil {
-		c.cancelPoll()
-	}
-}
+func (c *ShareConsumer) fail(err error) { c.fatal.fail(c.log, err) }
 
 func (c *ShareConsumer) observe(event string, n int) {
 	if c.cfg.Observer != nil && n > 0 {
