@@ -214,14 +214,5 @@ func (p pipeline) route(ctx context.Context, rec *kgo.Record, ack func(error)) b
 // refuse publishes the error result (and dead letter) of a record refused
 // before any call.
 func (p pipeline) refuse(ctx context.Context, rec *kgo.Record, code, msg string, ack func(error)) {
-	res := processor.Refuse(rec, code, msg)
-	p.pub.Publish(ctx, rec, res, func(err error) {
-		if err == nil {
-			p.metrics.Published(res)
-			if p.observe != nil {
-				p.observe(res)
-			}
-		}
-		ack(err)
-	})
+	p.publish(ctx, rec, processor.Refuse(rec, code, msg), ack)
 }
