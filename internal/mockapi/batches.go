@@ -96,6 +96,17 @@ type batchStore struct {
 	stats   BatchStats
 }
 
+// batchLocked returns batch id, of kind (0 for any), or writes a 404
+// answer and returns nil. The caller holds mu.
+func (st *batchStore) batchLocked(w http.ResponseWriter, id string, kind batchKind) *mockBatch {
+	b := st.batches[id]
+	if b == nil || (kind != 0 && b.kind != kind) {
+		writeError(w, notFound("batch", id))
+		return nil
+	}
+	return b
+}
+
 type mockBatch struct {
 	kind      batchKind
 	id, name  string
@@ -329,9 +340,8 @@ func (s *Server) handleAddRequests(w http.ResponseWriter, r *http.Request, now t
 	st := &s.batches
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b := st.batches[r.PathValue("id")]
-	if b == nil || b.kind != kindXAI {
-		writeError(w, notFound("batch", r.PathValue("id")))
+	b := st.batchLocked(w, r.PathValue("id"), kindXAI)
+	if b == nil {
 		return
 	}
 	if !b.cancelled.IsZero() {
@@ -348,9 +358,8 @@ func (s *Server) handleGetBatch(w http.ResponseWriter, r *http.Request, now time
 	st := &s.batches
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b := st.batches[r.PathValue("id")]
+	b := st.batchLocked(w, r.PathValue("id"), 0)
 	if b == nil {
-		writeError(w, notFound("batch", r.PathValue("id")))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.batchView(b, now))
@@ -374,9 +383,8 @@ func (s *Server) cancel(w http.ResponseWriter, id string, kind batchKind, now ti
 	st := &s.batches
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b := st.batches[id]
-	if b == nil || b.kind != kind {
-		writeError(w, notFound("batch", id))
+	b := st.batchLocked(w, id, kind)
+	if b == nil {
 		return
 	}
 	st.stats.Cancels++
@@ -626,9 +634,8 @@ func (s *Server) handleXAIResults(w http.ResponseWriter, r *http.Request, now ti
 	st := &s.batches
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b := st.batches[r.PathValue("id")]
-	if b == nil || b.kind != kindXAI {
-		writeError(w, notFound("batch", r.PathValue("id")))
+	b := st.batchLocked(w, r.PathValue("id"), kindXAI)
+	if b == nil {
 		return
 	}
 	type xaiResult struct {
