@@ -59,7 +59,7 @@ func TestBatchTierEndToEnd(t *testing.T) {
 			)
 			s.produce(t, recs...)
 			first := s.member(t)
-			waitUntil(t, func() bool { return mock.Stats().Batch.RequestsAdded >= 10 }, "the first batch-tier requests sent")
+			waitFor(t, watchdog, "the first batch-tier requests sent", func() bool { return mock.Stats().Batch.RequestsAdded >= 10 })
 			if err := first(); err != nil {
 				t.Fatal(err)
 			}
@@ -90,16 +90,5 @@ func TestBatchTierEndToEnd(t *testing.T) {
 				t.Errorf("%d dead letters", len(dl))
 			}
 		})
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(watchdog)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
