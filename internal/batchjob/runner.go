@@ -255,6 +255,9 @@ func (r *Runner) poke() {
 // acts on the loaded jobs, publishing their results through pub, until
 // ctx ends.
 func (r *Runner) Run(ctx context.Context, cl *kgo.Client, pub Publisher) error {
+	if len(r.cfg.Connect) == 0 {
+		return errors.New("batchjob: RunnerConfig.Connect is empty: chunks could not be read back")
+	}
 	r.cl, r.pub = cl, pub
 	var wg sync.WaitGroup
 	wg.Add(1)
